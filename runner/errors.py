@@ -1,0 +1,57 @@
+"""User-facing errors: one line naming the file, the key and what would be valid.
+
+Everything a user can get wrong in a config raises `ConfigError`; the command-line
+entry points turn it into a single line on stderr and a non-zero exit code, with no
+traceback unless HYDRA_FULL_ERROR=1 (Hydra's own switch, so users learn one knob).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+EXIT_CONFIG_ERROR = 2
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class ConfigError(Exception):
+    """A config or argument the user wrote is wrong; the message says where and what is valid."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
+    """Return "; did you mean 'a', 'b'?" for the closest candidates, or "" when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=n, cutoff=0.5)
+    return "; did you mean " + ", ".join(repr(c) for c in close) + "?" if close else ""
+
+
+def one_of(candidates: Iterable[str], limit: int = 12) -> str:
+    """Format the valid choices as "a, b, c" (shortened with a count past `limit`)."""
+    items = [str(c) for c in candidates]
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def full_error_requested() -> bool:
+    """True when the user asked for full tracebacks the Hydra way (HYDRA_FULL_ERROR=1)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def exit_on_config_error(main: F) -> F:
+    """Wrap a command's main so a ConfigError prints one line and exits with code 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return main(*args, **kwargs)
+        except ConfigError as error:
+            if full_error_requested():
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_CONFIG_ERROR)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,196 @@
+"""Init rules: which scheme fills which parameter, the last matching rule winning.
+
+A rule selects parameters by glob on the full name (`params`, default all) and by
+the class of the module that owns them (`modules`, default all), and names a
+registered `scheme` with its arguments or a `_target_` callable `fn(tensor, **args)`
+that fills the tensor in place. Parameters no rule matches keep PyTorch's default.
+Every rule is checked against the model before any tensor is touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from runner.errors import ConfigError, did_you_mean, one_of
+from runner.layers import ALIASES
+from runner.schemes import SCHEMES
+
+INIT_KEYS = ("rules",)
+RULE_KEYS = ("params", "modules", "scheme", "_target_")
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """One entry of `init.rules`."""
+
+    where: str  # "init/normal.yaml: rules[0]"
+    params: tuple[str, ...]
+    modules: tuple[str, ...] | None
+    scheme: str | None  # a name in SCHEMES, or None for a _target_ callable
+    fill: Callable[..., None]
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def matches(self, name: str, module: nn.Module) -> bool:
+        """True when `name` matches a `params` glob and `module`'s class is in `modules`."""
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.params):
+            return False
+        return self.modules is None or bool(_class_names(module) & set(self.modules))
+
+    def describe(self) -> str:
+        """E.g. "normal(mean=0.0, std=0.01)"; what `inspect` shows as a parameter's init."""
+        label = self.scheme or getattr(self.fill, "__qualname__", str(self.fill))
+        return f"{label}({', '.join(f'{k}={v}' for k, v in self.args.items())})"
+
+
+def parse_rules(init_cfg: Mapping[str, Any], where: str) -> list[InitRule]:
+    """Read and check `init.rules` (a plain dict of the init group); `where` names its file."""
+    from runner.config import check_keys
+
+    check_keys(init_cfg, INIT_KEYS, where, allow_scalars=True)
+    rules = init_cfg.get("rules") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}: rules must be a list, got {rules!r}")
+    return [_parse_rule(rule, f"{where}: rules[{i}]") for i, rule in enumerate(rules)]
+
+
+def _parse_rule(rule: Any, where: str) -> InitRule:
+    if not isinstance(rule, Mapping):
+        raise ConfigError(f"{where}: a rule is a mapping with 'scheme:' or '_target_:'")
+    args = dict(rule)
+    params = _string_list(args.pop("params", "*"), where, "params")
+    modules = args.pop("modules", None)
+    if modules is not None:
+        modules = tuple(ALIASES[m].__name__ if m in ALIASES else m
+                        for m in _string_list(modules, where, "modules"))  # fmt: skip
+    scheme, target = args.pop("scheme", None), args.pop("_target_", None)
+    if (scheme is None) == (target is None):
+        raise ConfigError(f"{where}: give exactly one of 'scheme' or '_target_'")
+    if scheme is not None:
+        if scheme not in SCHEMES:
+            raise ConfigError(
+                f"{where}: unknown scheme '{scheme}'; valid: {one_of(SCHEMES, limit=30)}"
+                f"{did_you_mean(scheme, SCHEMES)}"
+            )
+        _check_scheme_arguments(scheme, args, where)
+        return InitRule(where, params, modules, scheme, SCHEMES[scheme].fill, args)
+    return InitRule(where, params, modules, None, _import_fill(target, args, where), args)
+
+
+def _string_list(value: Any, where: str, key: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{where}: {key} must be a string or a list of strings, got {value!r}")
+    return tuple(items)
+
+
+def _check_scheme_arguments(scheme: str, args: Mapping[str, Any], where: str) -> None:
+    accepted = SCHEMES[scheme].arguments()
+    for key in args:
+        if key not in accepted:
+            valid = one_of(accepted) if accepted else "none"
+            raise ConfigError(
+                f"{where}: scheme {scheme} has no argument '{key}'; valid: {valid}"
+                f"{did_you_mean(key, accepted)}"
+            )
+    for key, default in accepted.items():
+        if default is inspect.Parameter.empty and key not in args:
+            raise ConfigError(f"{where}: scheme {scheme} needs argument '{key}'")
+
+
+def _import_fill(target: str, args: Mapping[str, Any], where: str) -> Callable[..., None]:
+    from hydra.utils import get_method
+
+    try:
+        fill = get_method(str(target))
+    except Exception as error:
+        raise ConfigError(f"{where}: cannot import _target_ '{target}': {error}") from error
+    try:
+        inspect.signature(fill).bind(torch.empty(0), **args)
+    except TypeError as error:
+        raise ConfigError(f"{where}: _target_ {target} cannot take {dict(args)}: {error}") from error
+    except ValueError:
+        pass  # no introspectable signature (a builtin); let the call decide
+    return fill
+
+
+def _class_names(module: nn.Module) -> set[str]:
+    cls = type(module)
+    return {cls.__name__, f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def plan_init(model: nn.Module, rules: list[InitRule]) -> dict[str, InitRule]:
+    """Map each parameter name to the last rule that matches it, checking every rule.
+
+    Raises ConfigError for a rule that matches no parameter (listing the nearest names)
+    and for a scheme that cannot fill a tensor it matches (wrong rank, bad arguments).
+    """
+    named = list(model.named_parameters())
+    owners = {name: model.get_submodule(name.rpartition(".")[0]) for name, _ in named}
+    plan: dict[str, InitRule] = {}
+    for rule in rules:
+        matched = [(n, p) for n, p in named if rule.matches(n, owners[n])]
+        if not matched:
+            raise ConfigError(_matches_nothing(rule, named, owners))
+        for name, param in matched:
+            _check_fits(rule, name, param, owners[name])
+            plan[name] = rule
+    return plan
+
+
+def apply_init(model: nn.Module, rules: list[InitRule]) -> dict[str, str]:
+    """Fill every parameter that a rule matches, in `named_parameters` order (as `net.apply`
+    would); return {parameter name: description of the rule applied}.
+    """
+    plan = plan_init(model, rules)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            rule = plan.get(name)
+            if rule is None:
+                continue
+            if rule.scheme is not None and SCHEMES[rule.scheme].needs_module:
+                owner, _, attribute = name.rpartition(".")
+                rule.fill(param, module=model.get_submodule(owner), param_name=attribute)
+            else:
+                rule.fill(param, **rule.args)
+    return {name: rule.describe() for name, rule in plan.items()}
+
+
+def _check_fits(rule: InitRule, name: str, param: torch.Tensor, owner: nn.Module) -> None:
+    if rule.scheme is None:
+        return
+    scheme = SCHEMES[rule.scheme]
+    dims = param.dim()
+    if dims < scheme.min_dims or (scheme.max_dims is not None and dims > scheme.max_dims):
+        wanted = (f"{scheme.min_dims}" if scheme.max_dims == scheme.min_dims
+                  else f"{scheme.min_dims}-{scheme.max_dims or 'any'}")  # fmt: skip
+        raise ConfigError(
+            f"{rule.where}: scheme {rule.scheme} needs a tensor with {wanted} dims, but it "
+            f"matches {name} of shape {list(param.shape)}; narrow 'params' (e.g. '*.weight')"
+        )
+    if scheme.needs_module and not hasattr(owner, "reset_parameters"):
+        raise ConfigError(
+            f"{rule.where}: scheme default needs reset_parameters(), which "
+            f"{type(owner).__name__} (owner of {name}) does not have"
+        )
+    if scheme.check is not None:
+        arguments = {**scheme.arguments(), **rule.args}
+        problem = scheme.check(arguments, param.shape)
+        if problem:
+            raise ConfigError(f"{rule.where}: scheme {rule.scheme}: {problem}")
+
+
+def _matches_nothing(rule: InitRule, named: list, owners: dict[str, nn.Module]) -> str:
+    names = [n for n, _ in named]
+    near = did_you_mean(rule.params[0], names)
+    message = f"{rule.where}: params {list(rule.params)} match no parameter"
+    if rule.modules is not None:
+        classes = sorted({type(m).__name__ for m in owners.values()})
+        message += f" in modules {list(rule.modules)} (the model's have: {one_of(classes)})"
+    return f"{message}; parameters are: {one_of(names, limit=8)}{near}"

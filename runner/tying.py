@@ -1,0 +1,175 @@
+"""Tying groups: several places in the model use one module or one Parameter.
+
+A group lists paths (globs allowed). Module paths ("2", "4") put one module
+instance at every place, as the chapter's `nn.Sequential(shared, relu, shared)`;
+parameter paths ("2.weight", "4.weight") make the layers share one `Parameter`.
+The first member owns the tensor and keeps its init. Because members are the
+same object, gradients from every use add up in one `.grad`, `parameters()`
+yields the tensor once, and `state_dict()` still lists every name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from runner.errors import ConfigError, did_you_mean, one_of
+
+TYING_KEYS = ("groups",)
+
+
+@dataclass(frozen=True)
+class TyingGroup:
+    """One entry of `tying.groups`: the paths to make one."""
+
+    where: str  # "tying/hidden.yaml: groups[0]"
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedGroup:
+    """A group matched against a model: its kind and concrete member paths, owner first."""
+
+    group: TyingGroup
+    kind: str  # "module" or "parameter"
+    members: tuple[str, ...]
+
+
+def parse_groups(tying_cfg: Mapping[str, Any], where: str) -> list[TyingGroup]:
+    """Read and check `tying.groups` (a plain dict of the tying group); `where` names its file."""
+    from runner.config import check_keys
+
+    check_keys(tying_cfg, TYING_KEYS, where, allow_scalars=True)
+    groups = tying_cfg.get("groups") or []
+    if not isinstance(groups, list):
+        raise ConfigError(f"{where}: groups must be a list of lists of paths, got {groups!r}")
+    parsed = []
+    for i, group in enumerate(groups):
+        here = f"{where}: groups[{i}]"
+        if not isinstance(group, list) or not all(isinstance(p, (str, int)) for p in group):
+            raise ConfigError(f"{here}: a group is a list of module or parameter paths")
+        parsed.append(TyingGroup(here, tuple(str(p) for p in group)))
+    return parsed
+
+
+def resolve_groups(model: nn.Module, groups: list[TyingGroup]) -> list[ResolvedGroup]:
+    """Match every group against the (untied) model and check it can be tied.
+
+    Raises ConfigError for a path that matches nothing (with the nearest names), a
+    group mixing module and parameter paths or with fewer than two members, members
+    of different type or shape, and a path (or a parameter under it) in two groups.
+    """
+    resolved = [_resolve(model, group) for group in groups]
+    seen: dict[str, TyingGroup] = {}
+    for entry in resolved:
+        for name in _covered_names(model, entry):
+            if name in seen:
+                raise ConfigError(
+                    f"{entry.group.where}: '{name}' is already tied in {seen[name].where}; "
+                    "a path may be in one group only"
+                )
+            seen[name] = entry.group
+    return resolved
+
+
+def apply_tying(model: nn.Module, groups: list[TyingGroup]) -> list[ResolvedGroup]:
+    """Tie `model` in place as `groups` say; return the groups with their concrete members."""
+    resolved = resolve_groups(model, groups)
+    for entry in resolved:
+        owner_path, *others = entry.members
+        if entry.kind == "module":
+            owner = model.get_submodule(owner_path)
+            for path in others:
+                parent, _, child = path.rpartition(".")
+                # One instance at both places: the chapter's Sequential(shared, relu, shared).
+                setattr(model.get_submodule(parent), child, owner)
+        else:
+            owner = model.get_parameter(owner_path)
+            for path in others:
+                module_path, _, attribute = path.rpartition(".")
+                setattr(model.get_submodule(module_path), attribute, owner)
+    return resolved
+
+
+def _resolve(model: nn.Module, group: TyingGroup) -> ResolvedGroup:
+    module_names = [name for name, _ in model.named_modules() if name]
+    param_names = [name for name, _ in model.named_parameters()]
+    members: list[str] = []
+    kinds = set()
+    for pattern in group.patterns:
+        found = fnmatch.filter(module_names, pattern)
+        kind = "module"
+        if not found:
+            found, kind = fnmatch.filter(param_names, pattern), "parameter"
+        if not found:
+            raise ConfigError(
+                f"{group.where}: '{pattern}' matches no module or parameter; modules are "
+                f"{one_of(module_names, limit=8)}{did_you_mean(pattern, module_names + param_names)}"
+            )
+        kinds.add(kind)
+        members += [name for name in found if name not in members]
+    if len(kinds) > 1:
+        raise ConfigError(f"{group.where}: mixes module paths and parameter paths; use one kind")
+    if len(members) < 2:
+        raise ConfigError(f"{group.where}: ties {members} only; a group needs two or more members")
+    kind = kinds.pop()
+    _check_alike(model, group, kind, members)
+    return ResolvedGroup(group, kind, tuple(members))
+
+
+def _check_alike(model: nn.Module, group: TyingGroup, kind: str, members: list[str]) -> None:
+    def signature(path: str) -> tuple:
+        if kind == "parameter":
+            param = model.get_parameter(path)
+            return ("Parameter", tuple(param.shape), param.dtype)
+        module = model.get_submodule(path)
+        return (type(module).__name__,
+                tuple((k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()))  # fmt: skip
+
+    owner = signature(members[0])
+    for path in members[1:]:
+        if signature(path) != owner:
+            raise ConfigError(
+                f"{group.where}: cannot tie '{members[0]}' and '{path}': {_describe(model, kind, members[0])}"
+                f" vs {_describe(model, kind, path)}; tied members need the same type and shapes"
+            )
+    for a in members:
+        for b in members:
+            if kind == "module" and b.startswith(a + "."):
+                raise ConfigError(f"{group.where}: '{b}' lies inside '{a}'; a module cannot share itself")
+
+
+def _describe(model: nn.Module, kind: str, path: str) -> str:
+    if kind == "parameter":
+        return f"shape {list(model.get_parameter(path).shape)}"
+    module = model.get_submodule(path)
+    shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
+    return f"{type(module).__name__} {shapes}"
+
+
+def _covered_names(model: nn.Module, entry: ResolvedGroup) -> list[str]:
+    """The member paths of a group and every parameter name they tie."""
+    names = list(entry.members)
+    if entry.kind == "module":
+        for path in entry.members:
+            names += [f"{path}.{n}" for n, _ in model.get_submodule(path).named_parameters()]
+    return names
+
+
+def tied_names(model: nn.Module) -> dict[str, list[str]]:
+    """For each parameter name, the other names that refer to the same tensor."""
+    by_tensor: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(param), []).append(name)
+    return {name: [o for o in names if o != name] for names in by_tensor.values() for name in names}
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(unique, total) element counts: a tied tensor counts once in unique, at each use in total."""
+    unique = sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    return unique, total
