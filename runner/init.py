@@ -4,6 +4,7 @@ A rule selects parameters by glob on the full name (`params`, default all) and b
 the class of the module that owns them (`modules`, default all), and names a
 registered `scheme` with its arguments or a `_target_` callable `fn(tensor, **args)`
 that fills the tensor in place. Parameters no rule matches keep PyTorch's default.
+A rule that matches nothing is an error (a typo, usually) unless it says `optional: true`.
 Every rule is checked against the model before any tensor is touched.
 """
 
@@ -23,7 +24,7 @@ from runner.layers import ALIASES
 from runner.schemes import SCHEMES
 
 INIT_KEYS = ("rules",)
-RULE_KEYS = ("params", "modules", "scheme", "_target_")
+RULE_KEYS = ("params", "modules", "scheme", "_target_", "optional")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class InitRule:
     scheme: str | None  # a name in SCHEMES, or None for a _target_ callable
     fill: Callable[..., None]
     args: dict[str, Any] = field(default_factory=dict)
+    optional: bool = False  # True: matching nothing is fine (a bias rule on a bias-free model)
 
     def matches(self, name: str, module: nn.Module) -> bool:
         """True when `name` matches a `params` glob and `module`'s class is in `modules`."""
@@ -70,6 +72,9 @@ def _parse_rule(rule: Any, where: str) -> InitRule:
         modules = tuple(ALIASES[m].__name__ if m in ALIASES else m
                         for m in _string_list(modules, where, "modules"))  # fmt: skip
     scheme, target = args.pop("scheme", None), args.pop("_target_", None)
+    optional = args.pop("optional", False)
+    if not isinstance(optional, bool):
+        raise ConfigError(f"{where}: optional must be true or false, got {optional!r}")
     if (scheme is None) == (target is None):
         raise ConfigError(f"{where}: give exactly one of 'scheme' or '_target_'")
     if scheme is not None:
@@ -79,8 +84,9 @@ def _parse_rule(rule: Any, where: str) -> InitRule:
                 f"{did_you_mean(scheme, SCHEMES)}"
             )
         _check_scheme_arguments(scheme, args, where)
-        return InitRule(where, params, modules, scheme, SCHEMES[scheme].fill, args)
-    return InitRule(where, params, modules, None, _import_fill(target, args, where), args)
+        return InitRule(where, params, modules, scheme, SCHEMES[scheme].fill, args, optional)
+    fill = _import_fill(target, args, where)
+    return InitRule(where, params, modules, None, fill, args, optional)
 
 
 def _string_list(value: Any, where: str, key: str) -> tuple[str, ...]:
@@ -129,14 +135,14 @@ def plan_init(model: nn.Module, rules: list[InitRule]) -> dict[str, InitRule]:
     """Map each parameter name to the last rule that matches it, checking every rule.
 
     Raises ConfigError for a rule that matches no parameter (listing the nearest names)
-    and for a scheme that cannot fill a tensor it matches (wrong rank, bad arguments).
+    unless it says `optional`, and for a scheme that cannot fill a tensor it matches (wrong rank, bad arguments).
     """
     named = list(model.named_parameters())
     owners = {name: model.get_submodule(name.rpartition(".")[0]) for name, _ in named}
     plan: dict[str, InitRule] = {}
     for rule in rules:
         matched = [(n, p) for n, p in named if rule.matches(n, owners[n])]
-        if not matched:
+        if not matched and not rule.optional:
             raise ConfigError(_matches_nothing(rule, named, owners))
         for name, param in matched:
             _check_fits(rule, name, param, owners[name])
