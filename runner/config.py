@@ -64,8 +64,10 @@ def compose(
             cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
     except MissingConfigException as error:
         raise ConfigError(_missing_option_message(error)) from error
-    except (HydraException, YAMLError) as error:
-        raise ConfigError(_first_lines(str(error))) from error
+    except YAMLError as error:
+        raise ConfigError(_yaml_message(error)) from error
+    except HydraException as error:
+        raise ConfigError(_override_message(error, overrides, config_name, config_dir)) from error
     finally:
         restore_gh_from_backup(outer)
     choices = dict(cfg.hydra.runtime.choices)
@@ -93,6 +95,43 @@ def _missing_option_message(error: Exception) -> str:
             f"valid: {one_of(sorted(options))}{did_you_mean(option, options)}"
         )
     return _first_lines(text)
+
+
+def _yaml_message(error: Exception) -> str:
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"YAML error: {_first_lines(str(error))}"
+    problem = getattr(error, "problem", None) or "syntax error"
+    where = f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark:
+        where = (
+            f"{context} (line {context_mark.line + 1}, column {context_mark.column + 1}): {where}"
+        )
+    return f"{mark.name}: YAML syntax error: {where}"
+
+
+def _override_message(
+    error: Exception, overrides: list[str], config_name: str, config_dir: str | Path | None
+) -> str:
+    """Hydra's "Could not override 'a.b'" made to list the keys that do exist at a."""
+    match = re.match(r"Could not override '([^']+)'", str(error))
+    if not match:
+        override = getattr(error, "override", None)
+        prefix = f"override '{override}': " if override else ""
+        return prefix + _first_lines(str(error))
+    key = match.group(1)
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+    try:
+        base = compose(rest, config_name, config_dir) if rest != overrides else None
+        node = OmegaConf.select(base, parent) if (base is not None and parent) else base
+    except ConfigError:
+        node = None
+    keys = [k for k in node if k != "choices"] if isinstance(node, DictConfig) else []
+    valid = f"; valid keys{' of ' + parent if parent else ''}: {one_of(keys)}" if keys else ""
+    near = did_you_mean(leaf, keys)
+    return f"{key}: no such key in the config{valid}{near} (to add a new key, write +{key}=...)"
 
 
 def _first_lines(text: str) -> str:
@@ -153,3 +192,31 @@ def input_shape(cfg: DictConfig) -> tuple[int, ...]:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ConfigError(f"{where}: {key} must hold positive integers, got {size!r}")
     return tuple(shape)
+
+
+def import_object(path: str, where: str) -> Any:
+    """The object at a dotted `_target_` path ("torch.nn.init.constant_", "pkg.mod.Class").
+
+    The longest importable module prefix is imported and the rest read as attributes.
+    Failure is a ConfigError naming `where` (Hydra's own locate would also log the error).
+    """
+    import importlib
+
+    parts = str(path).split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            found: Any = importlib.import_module(module_name)
+        except ImportError as error:
+            if error.name and not module_name.startswith(error.name):
+                raise ConfigError(
+                    f"{where}: importing _target_ '{path}' failed: {error}"
+                ) from error
+            continue
+        try:
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute)
+        except AttributeError:
+            break
+        return found
+    raise ConfigError(f"{where}: cannot import _target_ '{path}' (no such module or attribute)")

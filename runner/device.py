@@ -12,7 +12,7 @@ VALID_DEVICES = "auto, cpu, cuda, cuda:N, mps"
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; an explicit device that is absent is a ConfigError."""
+    """`auto` picks CUDA, then MPS, then the CPU; an absent explicit device is a ConfigError."""
     name = str(name)
     if name == "auto":
         if torch.cuda.is_available():
@@ -24,13 +24,17 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigError("device=mps: this machine has no MPS (Apple GPU); use device=auto or cpu")
+            raise ConfigError(
+                "device=mps: this machine has no MPS (Apple GPU); use device=auto or cpu"
+            )
         return torch.device("mps")
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
     if not match:
         raise ConfigError(f"device={name}: not a device; valid: {VALID_DEVICES}")
     if not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=auto or cpu")
+        raise ConfigError(
+            f"device={name}: CUDA is not available on this machine; use device=auto or cpu"
+        )
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
         raise ConfigError(

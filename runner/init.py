@@ -111,16 +111,17 @@ def _check_scheme_arguments(scheme: str, args: Mapping[str, Any], where: str) ->
 
 
 def _import_fill(target: str, args: Mapping[str, Any], where: str) -> Callable[..., None]:
-    from hydra.utils import get_method
+    from runner.config import import_object
 
-    try:
-        fill = get_method(str(target))
-    except Exception as error:
-        raise ConfigError(f"{where}: cannot import _target_ '{target}': {error}") from error
+    fill = import_object(target, where)
+    if not callable(fill):
+        raise ConfigError(f"{where}: _target_ '{target}' is not callable")
     try:
         inspect.signature(fill).bind(torch.empty(0), **args)
     except TypeError as error:
-        raise ConfigError(f"{where}: _target_ {target} cannot take {dict(args)}: {error}") from error
+        raise ConfigError(
+            f"{where}: _target_ {target} cannot take {dict(args)}: {error}"
+        ) from error
     except ValueError:
         pass  # no introspectable signature (a builtin); let the call decide
     return fill
@@ -135,7 +136,8 @@ def plan_init(model: nn.Module, rules: list[InitRule]) -> dict[str, InitRule]:
     """Map each parameter name to the last rule that matches it, checking every rule.
 
     Raises ConfigError for a rule that matches no parameter (listing the nearest names)
-    unless it says `optional`, and for a scheme that cannot fill a tensor it matches (wrong rank, bad arguments).
+    unless it says `optional`, and for a scheme that cannot fill a tensor it matches
+    (wrong rank, bad arguments).
     """
     named = list(model.named_parameters())
     owners = {name: model.get_submodule(name.rpartition(".")[0]) for name, _ in named}
@@ -174,8 +176,12 @@ def _check_fits(rule: InitRule, name: str, param: torch.Tensor, owner: nn.Module
     scheme = SCHEMES[rule.scheme]
     dims = param.dim()
     if dims < scheme.min_dims or (scheme.max_dims is not None and dims > scheme.max_dims):
-        wanted = (f"{scheme.min_dims}" if scheme.max_dims == scheme.min_dims
-                  else f"{scheme.min_dims}-{scheme.max_dims or 'any'}")  # fmt: skip
+        if scheme.max_dims is None:
+            wanted = f"at least {scheme.min_dims}"
+        elif scheme.max_dims == scheme.min_dims:
+            wanted = f"exactly {scheme.min_dims}"
+        else:
+            wanted = f"{scheme.min_dims} to {scheme.max_dims}"
         raise ConfigError(
             f"{rule.where}: scheme {rule.scheme} needs a tensor with {wanted} dims, but it "
             f"matches {name} of shape {list(param.shape)}; narrow 'params' (e.g. '*.weight')"

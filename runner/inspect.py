@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 EXAMPLES = """\
 examples:
-  python -m runner.inspect                                  # the chapter's mlp, PyTorch's default init
+  python -m runner.inspect                                   # the chapter's mlp, default init
   python -m runner.inspect model=rgnet inspect.param=0.1.0.bias   # rgnet[0][1][0].bias
   python -m runner.inspect model=deep_mlp tying=hidden init=normal
   python -m runner.inspect model=deep_relu init=kaiming      # does the signal survive 10 layers?
@@ -30,9 +30,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=rgnet init=xavier")
     parser.add_argument(
-        "--config-dir", "-cd", help="a folder of your own YAML files, searched before the shipped conf/"
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=rgnet init=xavier"
+    )
+    parser.add_argument(
+        "--config-dir",
+        "-cd",
+        help="a folder of your own YAML files, searched before the shipped conf/",
     )
     return parser.parse_args(argv)
 
@@ -63,7 +67,9 @@ def _inspect(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(cfg.seed)
     choices = " ".join(f"{group}={name}" for group, name in cfg.choices.items())
     print(f"{choices} seed={cfg.seed} device={device}\n")
-    shapes = record_calls(model, example_input(model, built.input_shape, options.batch_size, generator))
+    shapes = record_calls(
+        model, example_input(model, built.input_shape, options.batch_size, generator)
+    )
     print(report.module_tree(model, shapes, (options.batch_size, *built.input_shape)))
     print()
     print(report.parameter_table(model, built.init))

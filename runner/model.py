@@ -163,12 +163,9 @@ class _ArchitectureBuilder:
 
 
 def _import_module_class(target: str, where: str) -> type[nn.Module]:
-    from hydra.utils import get_class
+    from runner.config import import_object
 
-    try:
-        cls = get_class(str(target))
-    except Exception as error:
-        raise ConfigError(f"{where}: cannot import _target_ '{target}': {error}") from error
+    cls = import_object(target, where)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ConfigError(f"{where}: _target_ '{target}' is not a torch.nn.Module class")
     return cls

@@ -1,4 +1,4 @@
-"""Look inside a model with one batch: each layer's output shape, activation and gradient statistics.
+"""Look inside a model with one batch: each layer's output shape, activation and gradient stats.
 
 A "layer" is every module that is not an `nn.Sequential`: the entries of the model
 config. Tied modules run at several places; each call is reported at its own path.

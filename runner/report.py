@@ -68,7 +68,7 @@ def parameter_table(model: nn.Module, init: dict[str, str]) -> str:
 
 
 def parameter_counts(model: nn.Module) -> str:
-    """"parameters: 129 unique, 201 total (72 counted again through tying)"."""
+    """ "parameters: 129 unique, 201 total (72 counted again through tying)"."""
     unique, total = count_parameters(model)
     extra = f" ({total - unique:,} counted again through tying)" if total != unique else ""
     return f"parameters: {unique:,} unique, {total:,} total{extra}"
@@ -123,7 +123,9 @@ def probe_table(calls: list[LayerCall]) -> str:
             grad.float().std().item() if grad is not None else float("nan"),
         ])  # fmt: skip
     table = tabulate(
-        rows, ["layer", "type", "output", "act mean", "act std", "grad std"], floatfmt=".4g",
+        rows,
+        ["layer", "type", "output", "act mean", "act std", "grad std"],
+        floatfmt=".4g",
         disable_numparse=[0],
     )
     return f"{table}\n{_verdict(rows)}"

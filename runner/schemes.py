@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.errors import ConfigError, did_you_mean, one_of
+from runner.errors import did_you_mean, one_of
 
 NONLINEARITIES = (
     "linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
@@ -41,7 +41,7 @@ class Scheme:
     needs_module: bool = False  # `default` calls the owning module's reset_parameters
 
     def arguments(self) -> dict[str, Any]:
-        """The scheme's keyword arguments and their defaults (inspect.Parameter.empty if required)."""
+        """The scheme's keyword arguments and defaults (inspect.Parameter.empty: required)."""
         parameters = list(inspect.signature(self.fill).parameters.values())[1:]
         return {p.name: p.default for p in parameters if p.name not in ("module", "param_name")}
 
@@ -162,7 +162,8 @@ def _zeroed_uniform_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
     if bad:
         return bad
     if not 0 <= args["threshold"] <= args["bound"]:
-        return f"needs 0 <= threshold <= bound, got threshold={args['threshold']}, bound={args['bound']}"
+        got = f"threshold={args['threshold']}, bound={args['bound']}"
+        return f"needs 0 <= threshold <= bound, got {got}"
     return None
 
 
@@ -190,7 +191,9 @@ def uniform(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0) -> None:
     nn.init.uniform_(tensor, a, b)
 
 
-@register("normal", check=lambda args, shape: _numbers(args, "mean") or _non_negative("std")(args, shape))
+@register(
+    "normal", check=lambda args, shape: _numbers(args, "mean") or _non_negative("std")(args, shape)
+)
 def normal(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> None:
     """w ~ N(mean, std²)."""
     nn.init.normal_(tensor, mean, std)
@@ -250,7 +253,10 @@ def xavier_normal(tensor: torch.Tensor, gain: Any = 1.0) -> None:
 def kaiming_uniform(
     tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
 ) -> None:
-    """w ~ U(-bound, bound), bound = gain·√(3 / fan), gain = calculate_gain(nonlinearity, a) (He et al., 2015)."""
+    """w ~ U(-bound, bound), bound = gain·√(3 / fan), gain = calculate_gain(nonlinearity, a).
+
+    He et al. (2015); mode picks fan = fan_in (forward variance) or fan_out (backward).
+    """
     nn.init.kaiming_uniform_(tensor, a, mode, nonlinearity)
 
 
@@ -269,7 +275,9 @@ def orthogonal(tensor: torch.Tensor, gain: Any = 1.0) -> None:
 
 
 @register("sparse", min_dims=2, max_dims=2, check=_sparse_ok)
-def sparse(tensor: torch.Tensor, sparsity: float = inspect.Parameter.empty, std: float = 0.01) -> None:  # type: ignore[assignment]
+def sparse(
+    tensor: torch.Tensor, sparsity: float = inspect.Parameter.empty, std: float = 0.01
+) -> None:  # type: ignore[assignment]
     """In each column, ceil(sparsity·rows) entries are 0, the rest ~ N(0, std²) (Martens, 2010)."""
     nn.init.sparse_(tensor, sparsity, std)
 
@@ -319,7 +327,9 @@ def zeroed_uniform(tensor: torch.Tensor, bound: float = 10.0, threshold: float =
 def default(tensor: torch.Tensor, module: nn.Module, param_name: str) -> None:
     """PyTorch's own init for the module: `module.reset_parameters()`, kept for this tensor only."""
     with torch.no_grad():
-        others = {n: p.clone() for n, p in module.named_parameters(recurse=False) if n != param_name}
+        others = {
+            n: p.clone() for n, p in module.named_parameters(recurse=False) if n != param_name
+        }
         module.reset_parameters()
         for name, value in others.items():
             getattr(module, name).copy_(value)

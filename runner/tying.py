@@ -108,7 +108,8 @@ def _resolve(model: nn.Module, group: TyingGroup) -> ResolvedGroup:
         if not found:
             raise ConfigError(
                 f"{group.where}: '{pattern}' matches no module or parameter; modules are "
-                f"{one_of(module_names, limit=8)}{did_you_mean(pattern, module_names + param_names)}"
+                f"{one_of(module_names, limit=8)}"
+                f"{did_you_mean(pattern, module_names + param_names)}"
             )
         kinds.add(kind)
         members += [name for name in found if name not in members]
@@ -127,20 +128,23 @@ def _check_alike(model: nn.Module, group: TyingGroup, kind: str, members: list[s
             param = model.get_parameter(path)
             return ("Parameter", tuple(param.shape), param.dtype)
         module = model.get_submodule(path)
-        return (type(module).__name__,
-                tuple((k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()))  # fmt: skip
+        tensors = tuple((k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items())
+        return (type(module).__name__, tensors)
 
     owner = signature(members[0])
     for path in members[1:]:
         if signature(path) != owner:
+            first, other = _describe(model, kind, members[0]), _describe(model, kind, path)
             raise ConfigError(
-                f"{group.where}: cannot tie '{members[0]}' and '{path}': {_describe(model, kind, members[0])}"
-                f" vs {_describe(model, kind, path)}; tied members need the same type and shapes"
+                f"{group.where}: cannot tie '{members[0]}' and '{path}': {first} vs {other}; "
+                "tied members need the same type and shapes"
             )
     for a in members:
         for b in members:
             if kind == "module" and b.startswith(a + "."):
-                raise ConfigError(f"{group.where}: '{b}' lies inside '{a}'; a module cannot share itself")
+                raise ConfigError(
+                    f"{group.where}: '{b}' lies inside '{a}'; a module cannot share itself"
+                )
 
 
 def _describe(model: nn.Module, kind: str, path: str) -> str:

@@ -40,7 +40,9 @@ def test_kaiming_normal_std_is_gain_over_sqrt_fan_in():
     net = built_with("[{params: '*.weight', scheme: kaiming_normal, nonlinearity: relu}]")
     assert weight(net).std().item() == pytest.approx(math.sqrt(2) / math.sqrt(256), rel=0.02)
     assert weight(net).mean().item() == pytest.approx(0, abs=0.002)
-    fan_out = built_with("[{params: '*.weight', scheme: kaiming_normal, mode: fan_out, nonlinearity: tanh}]")
+    fan_out = built_with(
+        "[{params: '*.weight', scheme: kaiming_normal, mode: fan_out, nonlinearity: tanh}]"
+    )
     assert weight(fan_out).std().item() == pytest.approx((5 / 3) / math.sqrt(512), rel=0.02)
 
 
@@ -132,7 +134,9 @@ def test_last_matching_rule_wins_and_unmatched_keep_pytorch_default():
     ]))  # fmt: skip
     assert torch.equal(net[0].weight, torch.ones(8, 4)) and torch.equal(net[4].bias, torch.ones(8))
     assert torch.equal(net[0].bias, torch.full((8,), 3.0))
-    assert torch.equal(net[2].weight, torch.zeros(8, 8)) and torch.equal(net[2].bias, torch.zeros(8))
+    assert torch.equal(net[2].weight, torch.zeros(8, 8)) and torch.equal(
+        net[2].bias, torch.zeros(8)
+    )
 
     partial = runner.build_model(runner.compose(["model=deep_mlp", "seed=5",
                                                  "init.rules=[{params: '6.*', scheme: zeros}]"]))  # fmt: skip
@@ -147,7 +151,9 @@ def test_last_matching_rule_wins_and_unmatched_keep_pytorch_default():
 
 def test_same_seed_same_bits_other_seed_other_bits():
     def state(seed: int) -> dict:
-        return runner.build_model(runner.compose(["model=rgnet", "init=xavier", f"seed={seed}"])).state_dict()
+        return runner.build_model(
+            runner.compose(["model=rgnet", "init=xavier", f"seed={seed}"])
+        ).state_dict()
 
     a, b, c = state(1), state(1), state(2)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -165,7 +171,7 @@ def test_chapter_init_normal_bit_for_bit():
 
     net.apply(init_normal)
     built = runner.build_model(runner.compose(["init=normal", "seed=0"]))
-    for (name, a), (_, b) in zip(built.state_dict().items(), net.state_dict().items()):
+    for (name, a), (_, b) in zip(built.state_dict().items(), net.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -182,7 +188,7 @@ def test_chapter_custom_init_bit_for_bit():
         if "weight" in name:
             init_weight_(param)
     built = runner.build_model(runner.compose(["init=custom", "seed=0"]))
-    for (name, a), (_, b) in zip(built.state_dict().items(), net.state_dict().items()):
+    for (name, a), (_, b) in zip(built.state_dict().items(), net.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -222,6 +228,10 @@ def test_default_scheme_restores_pytorch_init_for_chosen_parameters_only():
 
 
 def test_gain_with_parameter():
-    w = weight(built_with("[{params: '*.weight', scheme: xavier_normal, gain: {nonlinearity: leaky_relu, param: 0.2}}]"))
+    w = weight(
+        built_with(
+            "[{params: '*.weight', scheme: xavier_normal, gain: {nonlinearity: leaky_relu, param: 0.2}}]"
+        )
+    )
     gain = math.sqrt(2 / (1 + 0.2**2))
     assert w.std().item() == pytest.approx(gain * math.sqrt(2 / 768), rel=0.02)

@@ -96,7 +96,9 @@ def test_default_init_equals_hand_written_under_the_same_seed():
     built = runner.build_model(runner.compose(["model=rgnet", "seed=3"]))
     torch.manual_seed(3)
     reference = hand_written("rgnet")
-    for (name, a), (_, b) in zip(built.state_dict().items(), reference.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        built.state_dict().items(), reference.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -149,7 +151,9 @@ def test_input_sizes_are_inferred_for_conv_norm_and_embedding(tmp_path):
     assert shapes(conv)["4.weight"] == (6 * 6 * 6,)
     assert shapes(conv)["5.weight"] == (5, 216)
     assert conv(torch.randn(2, 3, 8, 8)).shape == (2, 5)
-    seq = runner.build_model(runner.compose(["model=seq", "data.in_shape=[7]"], config_dir=tmp_path))
+    seq = runner.build_model(
+        runner.compose(["model=seq", "data.in_shape=[7]"], config_dir=tmp_path)
+    )
     assert shapes(seq)["3.weight"] == (3, 1, 5)
     assert shapes(seq)["4.weight"] == (3,)
     assert seq(torch.randint(0, 50, (2, 7))).shape == (2, 3, 38)

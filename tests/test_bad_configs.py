@@ -1,0 +1,187 @@
+"""Every bad config fails before any work with one line naming the file or key and what is valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+import runner
+
+# A user's own config folder (used with --config-dir): name -> YAML text.
+USER_FILES = {
+    "model/typo.yaml": "# bad type\nlayers:\n  - {type: lineer, out_features: 8}\n",
+    "model/unknown_block.yaml": "# bad block\nblocks:\n  block1: [relu]\nlayers: [{type: blok1}]\n",
+    "model/loop.yaml": "# a block in itself\nblocks:\n  a: [{type: b}]\n  b: [{type: a}]\nlayers: [{type: a}]\n",
+    "model/self.yaml": "# a block in itself\nblocks:\n  a: [relu, {type: a}]\nlayers: [{type: a}]\n",
+    "model/no_out.yaml": "# missing out_features\nlayers:\n  - {type: linear}\n",
+    "model/bad_arg.yaml": "# misspelt argument\nlayers:\n  - {type: linear, out_feature: 3}\n",
+    "model/no_layers.yaml": "# forgot layers\nlayer:\n  - {type: relu}\n",
+    "model/zero_repeat.yaml": "# repeat 0\nlayers:\n  - {type: relu, repeat: 0}\n",
+    "model/misfit.yaml": "# explicit size that does not fit\nlayers:\n  - {type: linear, in_features: 5, out_features: 2}\n",
+    "model/bad_target.yaml": "# not importable\nlayers:\n  - {_target_: mypkg.Nope}\n",
+    "model/yaml_error.yaml": "# broken YAML\nlayers: [{type: linear, out_features: 3}\n",
+    "init/bad_scheme.yaml": "# unknown scheme\nrules:\n  - {scheme: xaiver_uniform}\n",
+    "init/neg_std.yaml": "# negative std\nrules:\n  - {scheme: normal, std: -0.1}\n",
+    "init/sparsity.yaml": "# sparsity > 1\nrules:\n  - {params: '*.weight', scheme: sparse, sparsity: 1.5}\n",
+    "init/bad_key.yaml": "# unknown argument\nrules:\n  - {scheme: normal, sigma: 0.1}\n",
+    "init/no_match.yaml": "# a typo in params\nrules:\n  - {params: '0.wieght', scheme: zeros}\n",
+    "init/bias_xavier.yaml": "# xavier on 1-D biases\nrules:\n  - {scheme: xavier_uniform}\n",
+    "init/bad_gain.yaml": "# unknown nonlinearity\nrules:\n  - {params: '*.weight', scheme: xavier_uniform, gain: relu6}\n",
+    "init/no_val.yaml": "# constant needs val\nrules:\n  - {scheme: constant}\n",
+    "tying/no_match.yaml": "# a typo in a path\ngroups:\n  - ['2', '44']\n",
+    "tying/shapes.yaml": "# different shapes\ngroups:\n  - ['0', '2']\n",
+    "tying/types.yaml": "# different types\ngroups:\n  - ['1', '2']\n",
+    "tying/twice.yaml": "# one path in two groups\ngroups:\n  - ['2', '4']\n  - ['4.weight', '2.weight']\n",
+    "tying/single.yaml": "# one member only\ngroups:\n  - ['2']\n",
+    "tying/mixed.yaml": "# a module and a parameter\ngroups:\n  - ['2', '4.weight']\n",
+}
+
+# (overrides, words the one-line message must hold)
+CASES = {
+    "unknown layer type": (
+        ["model=typo"],
+        ["model/typo.yaml", "layers[0]", "unknown layer type 'lineer'", "'linear'"],
+    ),
+    "unknown block": (
+        ["model=unknown_block"],
+        ["'blok1'", "blocks [block1]", "did you mean 'block1'"],
+    ),
+    "block recursion": (["model=loop"], ["model/loop.yaml", "uses itself", "a -> b -> a"]),
+    "block uses itself": (["model=self"], ["blocks.a[1]", "uses itself (a -> a)"]),
+    "missing layer argument": (
+        ["model=no_out"],
+        ["layers[0]", "missing required argument 'out_features'"],
+    ),
+    "unknown layer argument": (
+        ["model=bad_arg"],
+        ["no argument 'out_feature'", "did you mean 'out_features'"],
+    ),
+    "unknown model key": (
+        ["model=no_layers"],
+        ["model/no_layers.yaml", "unknown key 'layer'", "layers"],
+    ),
+    "repeat zero": (["model=zero_repeat"], ["repeat must be a positive integer"]),
+    "size that does not fit": (
+        ["model=misfit"],
+        ["layers[0]", "does not accept an input of shape (2, 4)"],
+    ),
+    "target not importable": (["model=bad_target"], ["cannot import _target_ 'mypkg.Nope'"]),
+    "YAML syntax error": (
+        ["model=yaml_error"],
+        ["yaml_error.yaml: YAML syntax error", "(line 2, column 9)"],
+    ),
+    "unknown model option": (["model=mpl"], ["model=mpl", "valid:", "did you mean 'mlp'"]),
+    "unknown init option": (["init=xavir"], ["init=xavir", "did you mean 'xavier'"]),
+    "unknown scheme": (
+        ["init=bad_scheme"],
+        ["init/bad_scheme.yaml", "rules[0]", "unknown scheme 'xaiver_uniform'", "'xavier_uniform'"],
+    ),
+    "negative std": (["init=neg_std"], ["rules[0]", "std must be a number >= 0, got -0.1"]),
+    "sparsity outside [0, 1]": (["init=sparsity"], ["sparsity must be in [0, 1], got 1.5"]),
+    "unknown scheme argument": (["init=bad_key"], ["no argument 'sigma'", "mean, std"]),
+    "init rule matches nothing": (
+        ["init=no_match"],
+        ["init/no_match.yaml", "match no parameter", "'0.weight'"],
+    ),
+    "scheme of wrong rank": (
+        ["init=bias_xavier"],
+        ["needs a tensor with at least 2 dims", "0.bias", "'*.weight'"],
+    ),
+    "unknown gain": (["init=bad_gain"], ["unknown nonlinearity 'relu6'", "'relu'"]),
+    "missing scheme argument": (["init=no_val"], ["scheme constant needs argument 'val'"]),
+    "tying entry matches nothing": (
+        ["model=deep_mlp", "tying=no_match"],
+        ["tying/no_match.yaml", "'44' matches no module", "did you mean '4'"],
+    ),
+    "tied shapes differ": (
+        ["model=deep_mlp", "tying=shapes"],
+        ["cannot tie '0' and '2'", "same type and shapes"],
+    ),
+    "tied types differ": (
+        ["model=deep_mlp", "tying=types"],
+        ["cannot tie '1' and '2'", "ReLU", "Linear"],
+    ),
+    "one path in two groups": (
+        ["model=deep_mlp", "tying=twice"],
+        ["groups[1]", "already tied in", "groups[0]"],
+    ),
+    "group of one": (["model=deep_mlp", "tying=single"], ["two or more members"]),
+    "module and parameter mixed": (
+        ["model=deep_mlp", "tying=mixed"],
+        ["mixes module paths and parameter paths"],
+    ),
+    "zero input size": (
+        ["data.in_features=0"],
+        ["data/regression.yaml", "in_features", "positive"],
+    ),
+    "unknown top-level key": (
+        ["modle=mlp"],
+        ["modle: no such key", "valid keys: model", "did you mean 'model'"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def user_conf(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("user_conf")
+    for name, text in USER_FILES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_config_raises_one_clear_line(case, user_conf):
+    overrides, words = CASES[case]
+    with pytest.raises(runner.ConfigError) as error:
+        runner.build_model(runner.compose(overrides, config_dir=user_conf))
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, f"{case}: {word!r} not in {message!r}"
+
+
+CLI_CASES = ["unknown layer type", "block recursion", "negative std", "init rule matches nothing",
+             "tied shapes differ", "unknown model option", "YAML syntax error"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_prints_one_line_and_exits_non_zero(case, user_conf):
+    overrides, words = CASES[case]
+    result = run_cli("runner.inspect", "--config-dir", str(user_conf), *overrides)
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing that could pass for a result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.mark.slow
+def test_hydra_full_error_shows_the_traceback(user_conf):
+    result = run_cli("runner.inspect", "--config-dir", str(user_conf), "model=typo",
+                     env={"HYDRA_FULL_ERROR": "1"})  # fmt: skip
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "unknown layer type 'lineer'" in result.stderr
+
+
+@pytest.mark.slow
+def test_device_cuda_without_cuda_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("runner.inspect", "device=cuda")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "device=cuda: CUDA is not available" in result.stderr
+
+
+@pytest.mark.slow
+def test_unknown_parameter_path_is_a_clear_error():
+    result = run_cli("runner.inspect", "model=rgnet", "inspect.param=0.1.0.bais")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "inspect.param=0.1.0.bais" in result.stderr and "'0.block 1.0.bias'" not in result.stdout
