@@ -1,0 +1,122 @@
+"""`python -m runner.inspect`: what a user sees about a model's layers and parameters."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from conftest import run_cli
+
+import runner
+from runner import report
+from runner.inspect import main
+
+
+def inspect_output(capsys, *overrides: str) -> str:
+    main(list(overrides))
+    return capsys.readouterr().out
+
+
+def test_tree_table_counts_and_probe_for_the_mlp(capsys):
+    out = inspect_output(capsys)
+    assert out.startswith("model=mlp init=default tying=none data=regression seed=0 device=cpu")
+    assert "(0): Linear(in_features=4, out_features=8, bias=True) -> (2, 8)" in out
+    assert "(2): Linear(in_features=8, out_features=1, bias=True) -> (2, 1)" in out
+    assert re.search(r"^0\.weight\s+\(8, 4\)\s+float32\s+cpu\s+PyTorch default\s+-", out, re.M)
+    assert "parameters: 49 unique, 49 total" in out
+    assert "signal propagation at init (batch of 256" in out
+    assert re.search(
+        r"activation std, first -> last layer: .* \(x.*, (stable|vanishing|exploding)\)", out
+    )
+
+
+def test_statistics_in_the_table_are_the_parameters(capsys):
+    out = inspect_output(capsys, "init=constant", "init.val=1")
+    row = next(line for line in out.splitlines() if line.startswith("2.weight"))
+    # mean std min max zero of a weight of ones, and the rule that set it
+    assert row.split()[-5:] == ["1", "0", "1", "1", "0"]
+    assert "constant(val=1)" in row
+
+
+def test_tied_model_marks_sharing_and_counts(capsys):
+    out = inspect_output(capsys, "model=deep_mlp", "tying=hidden", "init=normal")
+    assert (
+        "(4): Linear(in_features=8, out_features=8, bias=True) -> (2, 8)  [same module as 2]" in out
+    )
+    assert re.search(r"^2\.weight .* normal\(mean=0\.0, std=0\.01\)\s+4\.weight", out, re.M)
+    assert "parameters: 121 unique, 193 total (72 counted again through tying)" in out
+    assert re.search(r"^4\s+Linear\s+\(256, 8\)", out, re.M)  # the second use is probed too
+
+
+def test_param_by_path_is_the_chapters_rgnet_0_1_0_bias(capsys):
+    out = inspect_output(capsys, "model=rgnet", "inspect.param=0.1.0.bias")
+    rgnet = runner.build_model(runner.compose(["model=rgnet"]))
+    assert "0.1.0.bias: Parameter of shape (8,), torch.float32" in out
+    assert str(rgnet[0][1][0].bias.data) in out
+    assert "(block 3): Sequential(2, 4) {" in out and "} -> (2, 1)" in out
+
+
+def test_module_path_prints_its_state_dict(capsys):
+    out = inspect_output(capsys, "inspect.param=2")
+    net = runner.build_model(runner.compose([]))
+    assert f"state_dict: {net[2].state_dict()}" in out
+
+
+def test_djl_edition_tree_shapes(capsys):
+    out = inspect_output(capsys, "model=rgnet_djl")
+    assert "(0): Linear(in_features=4, out_features=32, bias=True) -> (2, 32)" in out
+    assert "(1): Linear(in_features=16, out_features=10, bias=True) -> (2, 10)" in out
+    assert out.count("Sequential(2, 16) {") == 3  # blocks 1-3 take the 16 outputs of the previous
+
+
+def test_probe_tells_vanishing_from_stable_with_depth(capsys):
+    normal = inspect_output(capsys, "model=deep_relu", "init=normal")
+    kaiming = inspect_output(capsys, "model=deep_relu", "init=kaiming")
+    assert "vanishing)" in normal.split("activation std, first -> last layer:")[1].splitlines()[0]
+    assert "stable)" in kaiming.split("activation std, first -> last layer:")[1].splitlines()[0]
+
+
+def test_find_path_counts_by_position_and_names():
+    rgnet = runner.build_model(runner.compose(["model=rgnet"]))
+    assert report.find_path(rgnet, "0.1.0.bias") is rgnet[0][1][0].bias
+    assert report.find_path(rgnet, "0.block 1.0.bias") is rgnet[0][1][0].bias
+    with pytest.raises(runner.ConfigError, match="did you mean"):
+        report.find_path(rgnet, "0.block 1.0.bais")
+
+
+def test_probe_leaves_model_and_rng_untouched():
+    from runner.probe import example_input, record_calls
+
+    net = runner.build_model(runner.compose(["model=deep_mlp", "tying=hidden"]))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(9)
+    expected = torch.rand(2)
+    torch.manual_seed(9)
+    calls = record_calls(net, example_input(net, (4,), 8, torch.Generator()), backward=True)
+    assert torch.equal(torch.rand(2), expected)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    assert [c.path for c in calls] == [str(i) for i in range(7)]
+    assert all(c.output.grad is not None for c in calls)
+
+
+@pytest.mark.slow
+def test_cli_runs_from_any_folder_writes_nothing_and_takes_config_dir(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text(
+        "# my net\nlayers:\n  - {type: linear, out_features: 3}\n  - {type: gelu}\n"
+    )
+    before = set(tmp_path.rglob("*"))
+    result = run_cli("runner.inspect", "--config-dir", str(tmp_path), "model=mine", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(1): GELU(approximate='none') -> (2, 3)" in result.stdout
+    assert "parameters: 15 unique, 15 total" in result.stdout
+    assert set(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_cli_help_shows_examples():
+    result = run_cli("runner.inspect", "--help")
+    assert result.returncode == 0
+    assert "inspect.param=0.1.0.bias" in result.stdout and "--config-dir" in result.stdout
