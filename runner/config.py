@@ -47,6 +47,7 @@ def compose(
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
     from yaml import YAMLError
@@ -57,8 +58,6 @@ def compose(
     # compose() may run inside a Hydra app (or another compose); keep its global state intact.
     outer = get_gh_backup()
     try:
-        from hydra.core.global_hydra import GlobalHydra
-
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="runner"):
             cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)

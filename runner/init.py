@@ -69,8 +69,9 @@ def _parse_rule(rule: Any, where: str) -> InitRule:
     params = _string_list(args.pop("params", "*"), where, "params")
     modules = args.pop("modules", None)
     if modules is not None:
-        modules = tuple(ALIASES[m].__name__ if m in ALIASES else m
-                        for m in _string_list(modules, where, "modules"))  # fmt: skip
+        # Aliases name their class: modules: [linear] is modules: [Linear].
+        names = _string_list(modules, where, "modules")
+        modules = tuple(ALIASES[m].__name__ if m in ALIASES else m for m in names)
     scheme, target = args.pop("scheme", None), args.pop("_target_", None)
     optional = args.pop("optional", False)
     if not isinstance(optional, bool):

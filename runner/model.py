@@ -103,8 +103,8 @@ class _ArchitectureBuilder:
             if repeat > 1 and "{i}" not in name:
                 raise ConfigError(f"{where}: name '{name}' needs '{{i}}' when repeat > 1")
         if target is not None:
-            return LayerEntry(where, target, None, _import_module_class(target, where),
-                              entry, repeat, name)  # fmt: skip
+            cls = _import_module_class(target, where)
+            return LayerEntry(where, target, None, cls, entry, repeat, name)
         type_name = str(type_name)
         if type_name in self.block_names:
             if entry:

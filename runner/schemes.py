@@ -208,7 +208,7 @@ def trunc_normal(
 
 
 @register("constant", check=lambda args, shape: _numbers(args, "val"))
-def constant(tensor: torch.Tensor, val: float = inspect.Parameter.empty) -> None:  # type: ignore[assignment]
+def constant(tensor: torch.Tensor, val: float) -> None:
     """w = val everywhere."""
     nn.init.constant_(tensor, val)
 
@@ -275,9 +275,7 @@ def orthogonal(tensor: torch.Tensor, gain: Any = 1.0) -> None:
 
 
 @register("sparse", min_dims=2, max_dims=2, check=_sparse_ok)
-def sparse(
-    tensor: torch.Tensor, sparsity: float = inspect.Parameter.empty, std: float = 0.01
-) -> None:  # type: ignore[assignment]
+def sparse(tensor: torch.Tensor, sparsity: float, std: float = 0.01) -> None:
     """In each column, ceil(sparsity·rows) entries are 0, the rest ~ N(0, std²) (Martens, 2010)."""
     nn.init.sparse_(tensor, sparsity, std)
 

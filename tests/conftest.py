@@ -28,8 +28,9 @@ def run_cli(
     *args: str, env: dict | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
     """Run `python -m <args>` in a subprocess, as a user types it."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None) if env is None or "HYDRA_FULL_ERROR" not in env else None
+    # A developer's own HYDRA_FULL_ERROR must not change what the tests see.
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", *args],
         capture_output=True,
