@@ -20,7 +20,9 @@ def inspect_output(capsys, *overrides: str) -> str:
 
 def test_tree_table_counts_and_probe_for_the_mlp(capsys):
     out = inspect_output(capsys)
-    assert out.startswith("model=mlp init=default tying=none data=regression seed=0 device=cpu")
+    assert out.startswith(
+        "model=mlp init=default tying=none data=regression optim=sgd seed=0 device=cpu"
+    )
     assert "(0): Linear(in_features=4, out_features=8, bias=True) -> (2, 8)" in out
     assert "(2): Linear(in_features=8, out_features=1, bias=True) -> (2, 1)" in out
     assert re.search(r"^0\.weight\s+\(8, 4\)\s+float32\s+cpu\s+PyTorch default\s+-", out, re.M)

@@ -1,0 +1,59 @@
+"""What a run leaves in its directory, each file written atomically (temp file, then rename),
+so an interrupted run never leaves a truncated file that looks finished.
+
+- model.pt: a plain `state_dict` (tied names share storage), loadable with
+  `torch.load(path, weights_only=True)` into the hand-written model;
+- checkpoint.pt: model, optimizer, scheduler, step and RNG states, enough to resume;
+- metrics.json: losses, counts, timings and the device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE = "model.pt", "checkpoint.pt", "metrics.json"
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then rename it onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb" if binary else "w") as file:
+            write(file)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_model(run_dir: Path, model: torch.nn.Module) -> None:
+    """model.pt: the chapter's torch.save(net.state_dict(), ...)."""
+    state = {
+        k: v.detach().cpu() if v.device.type != "cpu" else v for k, v in model.state_dict().items()
+    }
+    write_atomic(run_dir / MODEL_FILE, lambda f: torch.save(state, f))
+
+
+def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    """checkpoint.pt: everything `train.resume` needs."""
+    write_atomic(run_dir / CHECKPOINT_FILE, lambda f: torch.save(checkpoint, f))
+
+
+def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, indented for people."""
+    write_atomic(run_dir / METRICS_FILE, lambda f: json.dump(metrics, f, indent=2), binary=False)

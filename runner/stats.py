@@ -1,0 +1,206 @@
+"""Per-layer statistics of a training step, computed in batched device ops, copied to the host once.
+
+On a step that logs, `StepStats` hooks every layer's forward pass (activation mean,
+std and the fraction of dead ReLU units), reads every unique parameter's weight and
+gradient (norm, std) and the update it received (‖Δw‖/‖w‖), and bins histograms
+on the device (`torch.histc`). All numbers of a step are concatenated into one
+tensor and copied to the host in one transfer; on steps that do not log, nothing
+is registered or computed. A tied tensor is measured once and reported under every
+name that refers to it, so tied and untied runs have the same tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from runner.probe import layer_paths
+
+# Modules whose zero outputs mean a unit is off (a "dead" unit never turns on in a batch).
+RECTIFIERS = (nn.ReLU, nn.ReLU6)
+
+
+@dataclass
+class Histogram:
+    """What `SummaryWriter.add_histogram_raw` needs for one tensor."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    bucket_limits: list[float]
+    bucket_counts: list[float]
+
+
+@dataclass
+class StepRecord:
+    """The host-side numbers of one logging step."""
+
+    scalars: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+
+
+def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
+    """Each distinct Parameter once, with every name that refers to it (tied ones have several)."""
+    seen: dict[int, tuple[nn.Parameter, list[str]]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        seen.setdefault(id(param), (param, []))[1].append(name)
+    return list(seen.values())
+
+
+class StepStats:
+    """Collects one step's statistics; use `start` before forward, `before_update` after
+    backward, `finish` after `optimizer.step()`.
+    """
+
+    def __init__(self, model: nn.Module, hist_bins: int) -> None:
+        self.model = model
+        self.params = unique_parameters(model)
+        self.layers = layer_paths(model)
+        self.hist_bins = hist_bins
+        self._reset()
+
+    def _reset(self) -> None:
+        self._parts: list[tuple[list[str], torch.Tensor]] = []  # (tags, values) pairs
+        self._hist_parts: list[tuple[list[str], torch.Tensor, torch.Tensor]] = []
+        self._handles: list = []
+        self._before: list[torch.Tensor] | None = None
+
+    def start(self, activations: bool) -> None:
+        """Hook every layer's forward pass for this step only."""
+        if not activations:
+            return
+        places: dict[int, list[str]] = {}
+        for path, module in self.layers:
+            places.setdefault(id(module), []).append(path)
+        calls: dict[int, int] = {}
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                return
+            index = calls.get(id(module), 0)
+            calls[id(module)] = index + 1
+            where = places[id(module)]
+            path = where[min(index, len(where) - 1)]
+            out = output.detach().float()
+            values = [out.mean(), out.std() if out.numel() > 1 else out.new_zeros(())]
+            tags = [f"activations_mean/{path}", f"activations_std/{path}"]
+            if isinstance(module, RECTIFIERS):
+                flat = out.reshape(out.shape[0], -1)
+                values.append((flat <= 0).all(dim=0).float().mean())
+                tags.append(f"dead_relu/{path}")
+            self._parts.append((tags, torch.stack(values)))
+
+        unique = {id(m): m for _, m in self.layers}.values()
+        self._handles = [m.register_forward_hook(hook) for m in unique]
+
+    def before_update(self, scalars: bool, histograms: bool) -> None:
+        """After backward: gradient statistics and histograms; snapshot weights for ‖Δw‖."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        weights = [p.detach() for p, _ in self.params]
+        grads = [
+            p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p, _ in self.params
+        ]
+        if scalars:
+            self._per_param("grads_norm", torch.stack(torch._foreach_norm(grads)))
+            self._per_param("grads_std", _stds(grads))
+            self._before = [w.clone() for w in weights]
+        if histograms:
+            self._histograms("grads", grads)
+            self._histograms("weights", weights)
+
+    def finish(self, scalars: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
+        """After the optimizer step: weight statistics and update ratios, then the one host copy.
+
+        `extra` holds more scalar tensors to ship in the same copy (the loss, the lr).
+        """
+        if scalars:
+            weights = [p.detach() for p, _ in self.params]
+            norms = torch.stack(torch._foreach_norm(weights))
+            self._per_param("weights_norm", norms)
+            self._per_param("weights_std", _stds(weights))
+            if self._before is not None:
+                delta = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, self._before)))
+                before = torch.stack(torch._foreach_norm(self._before))
+                self._per_param("update_ratio", delta / before.clamp_min(1e-12))
+        for tag, value in extra.items():
+            self._parts.append(([tag], value.detach().float().reshape(1)))
+        record = self._to_host()
+        self._reset()
+        return record
+
+    def _per_param(self, prefix: str, values: torch.Tensor) -> None:
+        tags, columns = [], []
+        for column, (_, names) in enumerate(self.params):
+            for name in names:  # one measurement, written under every tied name
+                tags.append(f"{prefix}/{name}")
+                columns.append(column)
+        index = torch.tensor(columns, device=values.device)
+        self._parts.append((tags, values.float().index_select(0, index)))
+
+    def _histograms(self, prefix: str, tensors: list[torch.Tensor]) -> None:
+        lows, highs, counts = [], [], []
+        for t in tensors:
+            flat = t.float().reshape(-1)
+            low, high = flat.min(), flat.max()
+            # Bin in [0, 1] after scaling: histc wants Python bounds, which would need a sync.
+            scaled = (flat - low) / (high - low).clamp_min(1e-12)
+            counts.append(torch.histc(scaled, bins=self.hist_bins, min=0.0, max=1.0))
+            lows.append(low)
+            highs.append(high)
+        summary = torch.stack([
+            torch.stack(lows), torch.stack(highs),
+            torch.stack([t.float().sum() for t in tensors]),
+            torch.stack([t.float().square().sum() for t in tensors]),
+        ], dim=1)  # fmt: skip
+        names = [names for _, names in self.params]
+        tags = [f"{prefix}/{n}" for n in _flatten(names)]
+        counts_per_name = _repeat_rows(torch.stack(counts), names)
+        self._hist_parts.append((tags, _repeat_rows(summary, names), counts_per_name))
+
+    def _to_host(self) -> StepRecord:
+        pieces = [values.reshape(-1) for _, values in self._parts]
+        for _, summary, counts in self._hist_parts:
+            pieces += [summary.reshape(-1), counts.reshape(-1)]
+        if not pieces:
+            return StepRecord()
+        host = torch.cat(pieces).cpu().tolist()  # the one device-to-host copy of the step
+        record, at = StepRecord(), 0
+        for tags, values in self._parts:
+            for tag, value in zip(tags, host[at : at + values.numel()], strict=True):
+                record.scalars[tag] = value
+            at += values.numel()
+        bins = self.hist_bins
+        for tags, summary, _ in self._hist_parts:
+            stats = host[at : at + summary.numel()]
+            at += summary.numel()
+            counts = host[at : at + len(tags) * bins]
+            at += len(tags) * bins
+            for i, tag in enumerate(tags):
+                low, high, total, squares = stats[4 * i : 4 * i + 4]
+                width = max(high - low, 1e-12) / bins
+                record.histograms[tag] = Histogram(
+                    low, high, int(sum(counts[i * bins : (i + 1) * bins])), total, squares,
+                    [low + width * (k + 1) for k in range(bins)], counts[i * bins : (i + 1) * bins],
+                )  # fmt: skip
+        return record
+
+
+def _stds(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.float().std() if t.numel() > 1 else t.new_zeros((), dtype=torch.float32)
+                        for t in tensors])  # fmt: skip
+
+
+def _flatten(names: list[list[str]]) -> list[str]:
+    return [name for group in names for name in group]
+
+
+def _repeat_rows(rows: torch.Tensor, names: list[list[str]]) -> torch.Tensor:
+    """Row i repeated once per name of tensor i (tied tensors are written under each name)."""
+    repeats = torch.tensor([len(group) for group in names], device=rows.device)
+    return rows.repeat_interleave(repeats, dim=0)
