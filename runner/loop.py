@@ -56,7 +56,7 @@ def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter | None, progress: 
             setup.scheduler.step()
         shown_loss = None
         if stats is not None and (scalars or histograms):
-            record = stats.finish(scalars, {"loss/train": loss} if scalars else {})
+            record = stats.finish(scalars, histograms, {"loss/train": loss} if scalars else {})
             if scalars:
                 record.scalars["lr"] = optimizer.param_groups[0]["lr"]
                 shown_loss = record.scalars["loss/train"]

@@ -52,8 +52,8 @@ def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
 
 
 class StepStats:
-    """Collects one step's statistics; use `start` before forward, `before_update` after
-    backward, `finish` after `optimizer.step()`.
+    """Collects one step's statistics: `start` before forward, `before_update` after
+    backward (gradients), `finish` after `optimizer.step()` (weights).
     """
 
     def __init__(self, model: nn.Module, hist_bins: int) -> None:
@@ -112,15 +112,19 @@ class StepStats:
             self._before = [w.clone() for w in weights]
         if histograms:
             self._histograms("grads", grads)
-            self._histograms("weights", weights)
 
-    def finish(self, scalars: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
-        """After the optimizer step: weight statistics and update ratios, then the one host copy.
+    def finish(
+        self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]
+    ) -> StepRecord:
+        """After the optimizer step: weight statistics, update ratios and weight histograms (all
+        of the weights the step produced), then the one host copy.
 
         `extra` holds more scalar tensors to ship in the same copy (the loss, the lr).
         """
+        weights = [p.detach() for p, _ in self.params]
+        if histograms:
+            self._histograms("weights", weights)
         if scalars:
-            weights = [p.detach() for p, _ in self.params]
             norms = torch.stack(torch._foreach_norm(weights))
             self._per_param("weights_norm", norms)
             self._per_param("weights_std", _stds(weights))

@@ -1,0 +1,163 @@
+"""Training: losses fall, runs repeat bit for bit, files and TensorBoard tags are what users rely on."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+import runner
+from conftest import run_cli
+from runner.train import train
+
+FAST = ["train.progress=off", "train.val_every=50"]
+
+
+def run(tmp_path, *overrides: str, name: str = "run"):
+    """Train the composed config into tmp_path/name; return (metrics, run dir)."""
+    run_dir = tmp_path / name
+    metrics = train(runner.compose([*FAST, *overrides]), run_dir)
+    return metrics, run_dir
+
+
+def events(run_dir) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "histograms": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def last(acc: EventAccumulator, tag: str) -> float:
+    return acc.Scalars(tag)[-1].value
+
+
+def test_regression_reaches_the_noise_floor(tmp_path):
+    metrics, _ = run(tmp_path, "model.layers=[{type: linear, out_features: 1}]", "train.steps=600")
+    assert metrics["initial_train_loss"] > 1.0
+    assert metrics["final_train_loss"] < 2 * 0.01**2  # noise std 0.01
+    assert metrics["final_val_loss"] < 2 * 0.01**2
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification", "teacher"])
+def test_each_data_kind_learns(tmp_path, kind):
+    metrics, _ = run(tmp_path, f"data={kind}", "train.steps=400", "log.every=0", "log.hist_every=0")
+    assert metrics["final_train_loss"] < 0.2 * metrics["initial_train_loss"]
+    assert metrics["final_val_loss"] < 0.2 * metrics["initial_val_loss"]
+
+
+def test_same_config_same_bits(tmp_path):
+    overrides = ["model=deep_mlp", "init=xavier", "optim=adam", "train.steps=60", "seed=3"]
+    run(tmp_path, *overrides, name="a")
+    run(tmp_path, *overrides, name="b")
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    c = torch.load(run(tmp_path, *overrides[:-1], "seed=4", name="c")[1] / "model.pt", weights_only=True)
+    assert not torch.equal(a["0.weight"], c["0.weight"])
+
+
+def test_run_files_and_metrics(tmp_path):
+    metrics, run_dir = run(tmp_path, "train.steps=20", "model=deep_mlp", "tying=hidden")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved == metrics
+    assert saved["steps"] == 20 and saved["device"] == "cpu"
+    assert (saved["params_unique"], saved["params_total"]) == (121, 193)
+    for key in ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss",
+                "wall_time_s", "steps_per_s"):  # fmt: skip
+        assert math.isfinite(saved[key]) and saved[key] > 0, key
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 20 and set(checkpoint["rng"]) == {"torch", "cuda", "data"}
+    assert checkpoint["optimizer"]["param_groups"][0]["params"] == list(range(6))  # unique tensors
+    assert checkpoint["config"]["tying"]["groups"] == [["2", "4"]]
+
+
+def test_model_pt_loads_into_the_hand_written_model(tmp_path):
+    _, run_dir = run(tmp_path, "train.steps=30")
+    hand = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    hand.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    trained = runner.build_model(runner.compose([]))
+    trained.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    x = torch.randn(5, 4)
+    assert torch.equal(hand(x), trained(x))
+
+
+def test_zero_steps_saves_the_initial_model(tmp_path):
+    metrics, run_dir = run(tmp_path, "train.steps=0", "init=normal")
+    initial = runner.build_model(runner.compose(["init=normal"]))
+    saved = torch.load(run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in initial.state_dict().items())
+    assert metrics["steps"] == 0 and metrics["final_train_loss"] == metrics["initial_train_loss"]
+
+
+def test_tied_and_untied_runs_have_the_same_tags_and_tied_grads_are_equal(tmp_path):
+    common = ["model=deep_mlp", "train.steps=20", "log.every=10", "log.hist_every=10"]
+    _, tied_dir = run(tmp_path, *common, "tying=hidden", name="tied")
+    _, untied_dir = run(tmp_path, *common, name="untied")
+    tied, untied = events(tied_dir), events(untied_dir)
+    assert set(tied.Tags()["scalars"]) == set(untied.Tags()["scalars"])
+    assert set(tied.Tags()["histograms"]) == set(untied.Tags()["histograms"])
+    for prefix in ("grads", "weights"):
+        a, b = tied.Histograms(f"{prefix}/2.weight")[-1], tied.Histograms(f"{prefix}/4.weight")[-1]
+        assert a.histogram_value == b.histogram_value
+    assert last(tied, "grads_norm/2.weight") == last(tied, "grads_norm/4.weight")
+    assert last(untied, "grads_norm/2.weight") != last(untied, "grads_norm/4.weight")
+    assert {"activations_std/4", "dead_relu/5", "update_ratio/4.bias"} <= set(tied.Tags()["scalars"])
+
+
+def test_statistics_match_the_saved_weights(tmp_path):
+    _, run_dir = run(tmp_path, "model=deep_mlp", "train.steps=30", "log.every=30",
+                     "log.hist_every=30", "train.val_every=0")  # fmt: skip
+    acc = events(run_dir)
+    final = torch.load(run_dir / "model.pt", weights_only=True)
+    for name, value in final.items():
+        assert last(acc, f"weights_norm/{name}") == pytest.approx(value.norm().item(), rel=1e-5)
+        std = value.std().item() if value.numel() > 1 else 0.0  # one value: logged as 0, not NaN
+        assert last(acc, f"weights_std/{name}") == pytest.approx(std, rel=1e-4)
+        h = acc.Histograms(f"weights/{name}")[-1].histogram_value
+        assert (h.min, h.max, h.num) == pytest.approx((value.min().item(), value.max().item(), value.numel()))
+        assert h.sum_squares == pytest.approx(value.square().sum().item(), rel=1e-5)
+        expected, _ = np.histogram(value.numpy(), bins=64, range=(h.min, h.max))
+        assert np.abs(np.array(h.bucket) - expected).sum() <= 2  # edge rounding only
+    # Plain SGD: the update is lr * grad, so ||dw|| / ||w|| = lr * ||g|| / ||w_before||.
+    for name in ("0.weight", "6.weight"):
+        ratio = last(acc, f"update_ratio/{name}")
+        expected = 0.03 * last(acc, f"grads_norm/{name}") / last(acc, f"weights_norm/{name}")
+        assert ratio == pytest.approx(expected, rel=0.05)
+    dead = last(acc, "dead_relu/1")
+    assert 0.0 <= dead <= 1.0
+    assert [e.step for e in acc.Scalars("loss/train")] == [30]
+
+
+def test_logging_intervals_of_zero_switch_logging_off(tmp_path):
+    _, run_dir = run(tmp_path, "train.steps=10", "log.every=0", "log.hist_every=0")
+    assert not (run_dir / "tb").exists()
+    _, run_dir = run(tmp_path, "train.steps=10", "log.every=0", "log.hist_every=5", name="hists")
+    tags = events(run_dir).Tags()
+    assert "weights/0.weight" in tags["histograms"] and "weights_norm/0.weight" not in tags["scalars"]
+
+
+def test_hparams_and_config_text_are_in_the_run_dir(tmp_path):
+    _, run_dir = run(tmp_path, "train.steps=10", "init=xavier")
+    files = list((run_dir / "tb").rglob("events.out.tfevents.*"))
+    assert len(files) == 1 and files[0].parent == run_dir / "tb"  # no timestamped sub-run
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    assert "config/text_summary" in acc.Tags()["tensors"]
+    hparams = acc.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"xavier" in hparams
+
+
+@pytest.mark.slow
+def test_cli_run_prints_run_dir_and_tensorboard_line(tmp_path):
+    result = run_cli("runner", f"hydra.run.dir={tmp_path}/cli", "train.steps=50", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"run dir: {tmp_path}/cli" in result.stdout
+    assert f"tensorboard --logdir {tmp_path}/cli/tb" in result.stdout
+    assert "device: cpu" in result.stderr + result.stdout
+    assert {"model.pt", "checkpoint.pt", "metrics.json", "tb", ".hydra"} <= {
+        p.name for p in (tmp_path / "cli").iterdir()
+    }
