@@ -113,9 +113,7 @@ class StepStats:
         if histograms:
             self._histograms("grads", grads)
 
-    def finish(
-        self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]
-    ) -> StepRecord:
+    def finish(self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
         """After the optimizer step: weight statistics, update ratios and weight histograms (all
         of the weights the step produced), then the one host copy.
 

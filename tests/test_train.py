@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import runner
-from conftest import run_cli
 from runner.train import train
 
 FAST = ["train.progress=off", "train.val_every=50"]
@@ -26,7 +26,9 @@ def run(tmp_path, *overrides: str, name: str = "run"):
 
 
 def events(run_dir) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "histograms": 0})
+    accumulator = EventAccumulator(
+        str(run_dir / "tb"), size_guidance={"scalars": 0, "histograms": 0}
+    )
     accumulator.Reload()
     return accumulator
 
@@ -56,7 +58,9 @@ def test_same_config_same_bits(tmp_path):
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
-    c = torch.load(run(tmp_path, *overrides[:-1], "seed=4", name="c")[1] / "model.pt", weights_only=True)
+    c = torch.load(
+        run(tmp_path, *overrides[:-1], "seed=4", name="c")[1] / "model.pt", weights_only=True
+    )
     assert not torch.equal(a["0.weight"], c["0.weight"])
 
 
@@ -105,7 +109,9 @@ def test_tied_and_untied_runs_have_the_same_tags_and_tied_grads_are_equal(tmp_pa
         assert a.histogram_value == b.histogram_value
     assert last(tied, "grads_norm/2.weight") == last(tied, "grads_norm/4.weight")
     assert last(untied, "grads_norm/2.weight") != last(untied, "grads_norm/4.weight")
-    assert {"activations_std/4", "dead_relu/5", "update_ratio/4.bias"} <= set(tied.Tags()["scalars"])
+    assert {"activations_std/4", "dead_relu/5", "update_ratio/4.bias"} <= set(
+        tied.Tags()["scalars"]
+    )
 
 
 def test_statistics_match_the_saved_weights(tmp_path):
@@ -118,7 +124,9 @@ def test_statistics_match_the_saved_weights(tmp_path):
         std = value.std().item() if value.numel() > 1 else 0.0  # one value: logged as 0, not NaN
         assert last(acc, f"weights_std/{name}") == pytest.approx(std, rel=1e-4)
         h = acc.Histograms(f"weights/{name}")[-1].histogram_value
-        assert (h.min, h.max, h.num) == pytest.approx((value.min().item(), value.max().item(), value.numel()))
+        assert (h.min, h.max, h.num) == pytest.approx(
+            (value.min().item(), value.max().item(), value.numel())
+        )
         assert h.sum_squares == pytest.approx(value.square().sum().item(), rel=1e-5)
         expected, _ = np.histogram(value.numpy(), bins=64, range=(h.min, h.max))
         assert np.abs(np.array(h.bucket) - expected).sum() <= 2  # edge rounding only
@@ -137,7 +145,9 @@ def test_logging_intervals_of_zero_switch_logging_off(tmp_path):
     assert not (run_dir / "tb").exists()
     _, run_dir = run(tmp_path, "train.steps=10", "log.every=0", "log.hist_every=5", name="hists")
     tags = events(run_dir).Tags()
-    assert "weights/0.weight" in tags["histograms"] and "weights_norm/0.weight" not in tags["scalars"]
+    assert (
+        "weights/0.weight" in tags["histograms"] and "weights_norm/0.weight" not in tags["scalars"]
+    )
 
 
 def test_hparams_and_config_text_are_in_the_run_dir(tmp_path):
