@@ -171,3 +171,18 @@ def test_cli_run_prints_run_dir_and_tensorboard_line(tmp_path):
     assert {"model.pt", "checkpoint.pt", "metrics.json", "tb", ".hydra"} <= {
         p.name for p in (tmp_path / "cli").iterdir()
     }
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path, caplog):
+    caplog.set_level("INFO", logger="runner")
+    train(runner.compose(["train.steps=40", "train.progress=lines"]), tmp_path / "lines")
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(steps) == 10 and steps[-1].startswith("step 40/40  loss ")
+    assert "steps/s" in steps[-1]
+    assert any(r.getMessage() == "device: cpu" for r in caplog.records)
+
+
+def test_progress_bar_shows_steps_and_loss(tmp_path, capsys):
+    train(runner.compose(["train.steps=100", "train.progress=bar"]), tmp_path / "bar")
+    err = capsys.readouterr().err
+    assert "100/100" in err and "loss=" in err and "step/s" in err
