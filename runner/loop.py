@@ -52,13 +52,16 @@ def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter | None, progress: 
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
+        lr = optimizer.param_groups[0][
+            "lr"
+        ]  # the rate this step used, before the schedule moves it
         if setup.scheduler is not None:
             setup.scheduler.step()
         shown_loss = None
         if stats is not None and (scalars or histograms):
             record = stats.finish(scalars, histograms, {"loss/train": loss} if scalars else {})
             if scalars:
-                record.scalars["lr"] = optimizer.param_groups[0]["lr"]
+                record.scalars["lr"] = lr
                 shown_loss = record.scalars["loss/train"]
             writer.record(step, record)
         if val_every and (step % val_every == 0 or step == steps):

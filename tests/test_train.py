@@ -186,3 +186,33 @@ def test_progress_bar_shows_steps_and_loss(tmp_path, capsys):
     train(runner.compose(["train.steps=100", "train.progress=bar"]), tmp_path / "bar")
     err = capsys.readouterr().err
     assert "100/100" in err and "loss=" in err and "step/s" in err
+
+
+def test_lr_schedule_grad_clip_and_epochs(tmp_path):
+    scheduler = "+optim.scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 10, gamma: 0.5}"
+    _, run_dir = run(tmp_path, "train.epochs=1", "train.batch_size=50", "log.every=10",
+                     "train.grad_clip=0.001", scheduler.replace("+", "", 1))  # fmt: skip
+    acc = events(run_dir)
+    lrs = {e.step: e.value for e in acc.Scalars("lr")}
+    # 1000 // 50 = 20 steps; the logged lr is the one each step used: halved after step 10.
+    assert lrs == pytest.approx({10: 0.03, 20: 0.015})
+    # Clipped to a global norm of 0.001: no parameter moved more than lr * 0.001.
+    for tag in acc.Tags()["scalars"]:
+        if tag.startswith("update_ratio/"):
+            name = tag.split("/", 1)[1]
+            moved = acc.Scalars(tag)[-1].value * acc.Scalars(f"weights_norm/{name}")[-1].value
+            assert moved <= 0.015 * 0.001 * 1.01, tag
+
+
+@pytest.mark.slow
+def test_training_on_cuda_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("runner", f"hydra.run.dir={tmp_path}/gpu", "device=cuda", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "device=cuda: CUDA is not available on this machine" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        not (tmp_path / "gpu" / "model.pt").exists()
+        and not (tmp_path / "gpu" / "metrics.json").exists()
+    )
