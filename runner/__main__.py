@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from runner.config import CONF_DIR, attach_choices
+from runner.config import CONF_DIR, attach_choices, check_resolves
 from runner.errors import exit_on_config_error
 
 log = logging.getLogger("runner")
@@ -22,12 +22,10 @@ def main(cfg: DictConfig) -> None:
     """Train one job; a bad config prints one line and exits with code 2."""
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.train import train
-
     hydra_cfg = HydraConfig.get()
     attach_choices(cfg, hydra_cfg.runtime.choices)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    metrics = exit_on_config_error(train)(cfg, run_dir)
+    metrics = exit_on_config_error(_checked_train)(cfg, run_dir)
     log.info(
         "loss train %.6g -> %.6g, val %.6g -> %.6g (%d steps, %.1f steps/s on %s)",
         metrics["initial_train_loss"], metrics["final_train_loss"],
@@ -36,6 +34,13 @@ def main(cfg: DictConfig) -> None:
     )  # fmt: skip
     print(f"run dir: {run_dir}")
     print(f"tensorboard --logdir {run_dir / 'tb'}")
+
+
+def _checked_train(cfg: DictConfig, run_dir: Path) -> dict:
+    from runner.train import train
+
+    check_resolves(cfg)
+    return train(cfg, run_dir)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from torch import nn
 
 from runner.config import input_shape, source, to_plain
 from runner.errors import ConfigError
-from runner.init import apply_init, parse_rules, plan_init
+from runner.init import InitRule, apply_init, parse_rules, plan_init
 from runner.model import build_architecture
-from runner.tying import ResolvedGroup, apply_tying, parse_groups, resolve_groups
+from runner.tying import ResolvedGroup, apply_tying, parse_groups, replaced_names, resolve_groups
 
 
 @dataclass
@@ -50,11 +50,30 @@ def build(cfg: DictConfig) -> BuiltModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module, output_shape = build_architecture(model_cfg, shape, source(cfg, "model"))
-        plan_init(module, rules)  # both checked before anything is filled
-        resolve_groups(module, groups)
+        plan = plan_init(module, rules)  # init and tying both checked before anything is filled
+        replaced = replaced_names(module, resolve_groups(module, groups))
+        _check_rules_survive_tying(plan, replaced)
         applied = apply_init(module, rules)
     tying = apply_tying(module, groups)
+    # A tied name shows the rule of the owner whose tensor it now is.
+    for name, owner in replaced.items():
+        applied.pop(name, None)
+        if owner in applied:
+            applied[name] = applied[owner]
     return BuiltModel(module, shape, output_shape, applied, tying)
+
+
+def _check_rules_survive_tying(plan: dict[str, InitRule], replaced: dict[str, str]) -> None:
+    """A rule whose every parameter tying replaces by its owner's would do nothing: an error."""
+    for rule in {id(r): r for r in plan.values()}.values():
+        names = [name for name, winner in plan.items() if winner is rule]
+        if names and all(name in replaced for name in names):
+            owners = sorted({replaced[name] for name in names})
+            raise ConfigError(
+                f"{rule.where}: sets only {', '.join(names)}, which tying replaces by "
+                f"{', '.join(owners)} (the first member of a group owns the tensor and its init); "
+                "write the rule for the owner"
+            )
 
 
 def build_model(cfg: DictConfig) -> nn.Module:

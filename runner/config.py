@@ -40,10 +40,12 @@ def compose(
 ) -> DictConfig:
     """Compose `conf/<config_name>.yaml` with Hydra overrides, as `python -m runner` would.
 
-    `config_dir` adds a folder of the user's own YAML files in front of the shipped
-    ones (what `--config-dir` does on the command line). The result has no `hydra`
-    node; `cfg.choices` maps each config group to the option that was chosen.
-    Hydra's own composition errors are raised as `ConfigError`.
+    `config_dir` adds a folder of the user's own YAML files to the search path, as
+    `--config-dir` does on the command line: new option names become choosable (a
+    file named like a shipped one is shadowed by it, as with Hydra's own flag). The
+    result has no `hydra` node; `cfg.choices` maps each config group to the option
+    that was chosen. Composition errors and interpolations that do not resolve are
+    raised as `ConfigError`.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -54,6 +56,8 @@ def compose(
 
     overrides = list(overrides)
     if config_dir is not None:
+        if not Path(config_dir).is_dir():
+            raise ConfigError(f"--config-dir {config_dir}: no such folder")
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     # compose() may run inside a Hydra app (or another compose); keep its global state intact.
     outer = get_gh_backup()
@@ -67,13 +71,28 @@ def compose(
         raise ConfigError(_yaml_message(error)) from error
     except HydraException as error:
         raise ConfigError(_override_message(error, overrides, config_name, config_dir)) from error
+    except Exception as error:  # Hydra lets a few plain TypeErrors and ValueErrors through
+        raise ConfigError(f"overrides {overrides}: {_first_lines(str(error))}") from error
     finally:
         restore_gh_from_backup(outer)
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
     attach_choices(cfg, choices)
+    check_resolves(cfg)
     return cfg
+
+
+def check_resolves(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the key if an interpolation such as ${model.width} fails."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        message = _first_lines(str(error)).split("; full_key:")[0]
+        raise ConfigError(f"{key}: {message}" if key else message) from error
 
 
 def attach_choices(cfg: DictConfig, choices: Mapping[str, Any]) -> None:

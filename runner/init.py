@@ -145,12 +145,34 @@ def plan_init(model: nn.Module, rules: list[InitRule]) -> dict[str, InitRule]:
     plan: dict[str, InitRule] = {}
     for rule in rules:
         matched = [(n, p) for n, p in named if rule.matches(n, owners[n])]
+        if not rule.optional:
+            _check_each_selector(rule, named, owners)
         if not matched and not rule.optional:
             raise ConfigError(_matches_nothing(rule, named, owners))
         for name, param in matched:
             _check_fits(rule, name, param, owners[name])
             plan[name] = rule
     return plan
+
+
+def _check_each_selector(rule: InitRule, named: list, owners: dict[str, nn.Module]) -> None:
+    """Every glob in `params` and every class in `modules` must match something on its own:
+    a typo in one entry of a list is still a typo."""
+    names = [n for n, _ in named]
+    for pattern in rule.params:
+        if not fnmatch.filter(names, pattern):
+            raise ConfigError(
+                f"{rule.where}: params '{pattern}' matches no parameter; parameters are: "
+                f"{one_of(names, limit=8)}{did_you_mean(pattern, names)}"
+            )
+    classes = set().union(*(_class_names(m) for m in owners.values())) if owners else set()
+    for cls in rule.modules or ():
+        if cls not in classes:
+            shown = sorted({type(m).__name__ for m in owners.values()})
+            raise ConfigError(
+                f"{rule.where}: modules '{cls}' is not a class of this model's layers; "
+                f"they are: {one_of(shown)}{did_you_mean(cls, shown)}"
+            )
 
 
 def apply_init(model: nn.Module, rules: list[InitRule]) -> dict[str, str]:
@@ -163,12 +185,24 @@ def apply_init(model: nn.Module, rules: list[InitRule]) -> dict[str, str]:
             rule = plan.get(name)
             if rule is None:
                 continue
-            if rule.scheme is not None and SCHEMES[rule.scheme].needs_module:
-                owner, _, attribute = name.rpartition(".")
-                rule.fill(param, module=model.get_submodule(owner), param_name=attribute)
-            else:
-                rule.fill(param, **rule.args)
+            try:
+                if rule.scheme is not None and SCHEMES[rule.scheme].needs_module:
+                    owner, _, attribute = name.rpartition(".")
+                    rule.fill(param, module=model.get_submodule(owner), param_name=attribute)
+                else:
+                    rule.fill(param, **rule.args)
+            except Exception as error:  # a _target_ of the user's, or arguments torch refuses
+                label = rule.scheme or "_target_"
+                raise ConfigError(
+                    f"{rule.where}: {label} failed on {name} (shape {list(param.shape)}): "
+                    f"{_first_line(error)}"
+                ) from error
     return {name: rule.describe() for name, rule in plan.items()}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_fits(rule: InitRule, name: str, param: torch.Tensor, owner: nn.Module) -> None:

@@ -55,15 +55,21 @@ def _inspect(args: argparse.Namespace) -> None:
     from runner.builder import build
     from runner.config import compose
     from runner.device import resolve_device
+    from runner.errors import ConfigError
     from runner.probe import example_input, record_calls
 
     cfg = compose(args.overrides, config_name="inspect", config_dir=args.config_dir)
     options = cfg.inspect
+    for key in ("batch_size", "probe_batch"):  # BatchNorm needs two samples; so does a std
+        value = options.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ConfigError(f"inspect.{key} must be an integer >= 2, got {value!r}")
+    param = _raw_param(args.overrides, options.param)
     built = build(cfg)
     device = resolve_device(cfg.device)
     model = built.module.to(device)
-    if options.param is not None:
-        report.find_path(model, str(options.param))  # a wrong path fails before any output
+    if param is not None:
+        report.find_path(model, param)  # a wrong path fails before any output
     generator = torch.Generator().manual_seed(cfg.seed)
     choices = " ".join(f"{group}={name}" for group, name in cfg.choices.items())
     print(f"{choices} seed={cfg.seed} device={device}\n")
@@ -74,12 +80,20 @@ def _inspect(args: argparse.Namespace) -> None:
     print()
     print(report.parameter_table(model, built.init))
     print(report.parameter_counts(model))
-    if options.param is not None:
+    if param is not None:
         print()
-        print(report.show_path(model, str(options.param)))
+        print(report.show_path(model, param))
     print(f"\nsignal propagation at init (batch of {options.probe_batch}, N(0, 1) cotangent):")
     x = example_input(model, built.input_shape, options.probe_batch, generator)
     print(report.probe_table(record_calls(model, x, backward=True)))
+
+
+def _raw_param(overrides: Sequence[str], composed: object) -> str | None:
+    """The path as typed: Hydra reads inspect.param=0.10 as the float 0.1, which is another path."""
+    typed = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("inspect.param=")]
+    if typed:
+        return typed[-1].strip("'\"")
+    return None if composed is None else str(composed)
 
 
 if __name__ == "__main__":

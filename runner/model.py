@@ -75,7 +75,7 @@ class _ArchitectureBuilder:
         self.layers = self._parse_list(layers, f"{where}: layers")
 
     def build(self, sample_shape: tuple[int, ...]) -> tuple[nn.Sequential, tuple[int, ...]]:
-        shape_dtype = (tuple(sample_shape), torch.float32)
+        shape_dtype = (tuple(sample_shape), None)  # None: the model's input, ints or floats
         net, (shape, _) = self._sequential(self.layers, shape_dtype, stack=())
         return net, shape
 
@@ -102,6 +102,12 @@ class _ArchitectureBuilder:
             name = str(name)
             if repeat > 1 and "{i}" not in name:
                 raise ConfigError(f"{where}: name '{name}' needs '{{i}}' when repeat > 1")
+            try:
+                name.format(i=0)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ConfigError(
+                    f"{where}: name '{name}' is not a template of {{i}} alone ({error!r})"
+                ) from error
         if target is not None:
             cls = _import_module_class(target, where)
             return LayerEntry(where, target, None, cls, entry, repeat, name)
@@ -195,7 +201,13 @@ def _output_shape(module: nn.Module, shape_dtype: tuple, entry: LayerEntry) -> t
     """Run `module` on zeros to learn its output shape and dtype (eval mode: no state changes)."""
     shape, dtype = shape_dtype
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        if dtype is not None:
+            raise ConfigError(
+                f"{entry.where}: {entry.label} needs token ids (integers), but the layer before "
+                f"it outputs {str(dtype).removeprefix('torch.')}; an embedding must come first"
+            )
         dtype = torch.long  # token ids in; a model that starts with an embedding takes ints
+    dtype = dtype or torch.float32
     x = torch.zeros((SHAPE_PROBE_BATCH, *shape), dtype=dtype)
     was_training = module.training
     module.eval()  # no BatchNorm statistics updated, no dropout draws from the RNG

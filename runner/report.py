@@ -133,15 +133,16 @@ def probe_table(calls: list[LayerCall]) -> str:
 
 def _verdict(rows: list[list]) -> str:
     def trend(label: str, first: float, last: float) -> str:
+        line = f"{label}: {first:.3g} -> {last:.3g}"
         if not (math.isfinite(first) and math.isfinite(last)) or first == 0:
-            return f"{label}: {first:.3g} -> {last:.3g}"
+            return line
         ratio = last / first
         state = "vanishing" if ratio < VANISHING else "exploding" if ratio > EXPLODING else "stable"
-        return f"{label} {first:.3g} -> {last:.3g} (x{ratio:.3g}, {state})"
+        return f"{line} (x{ratio:.3g}, {state})"
 
     if not rows:
         return ""
-    forward = trend("activation std, first -> last layer:", rows[0][4], rows[-1][4])
+    forward = trend("activation std, first -> last layer", rows[0][4], rows[-1][4])
     # Gradients flow from the last layer back to the first.
-    backward = trend("gradient std, last -> first layer:", rows[-1][5], rows[0][5])
+    backward = trend("gradient std, last -> first layer", rows[-1][5], rows[0][5])
     return f"{forward}\n{backward}"

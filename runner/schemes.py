@@ -111,10 +111,10 @@ def _in(args: dict[str, Any], key: str, valid: tuple[str, ...]) -> str | None:
 
 def _gain_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
     try:
-        resolve_gain(args["gain"])
+        gain = resolve_gain(args["gain"])
     except ValueError as error:
         return str(error)
-    return None
+    return None if gain > 0 else f"gain must be > 0, got {args['gain']!r}"
 
 
 def _uniform_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
@@ -125,15 +125,23 @@ def _uniform_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
 
 
 def _trunc_normal_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    return _non_negative("std")(args, shape) or _uniform_ok(args, shape) or _numbers(args, "mean")
+    if not is_number(args["std"]) or args["std"] <= 0:
+        return f"std must be a number > 0, got {args['std']!r}"
+    return _uniform_ok(args, shape) or _numbers(args, "mean")
 
 
 def _kaiming_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    return (
-        _numbers(args, "a")
-        or _in(args, "mode", FAN_MODES[:2])
-        or _in(args, "nonlinearity", NONLINEARITIES)
-    )
+    problem = _numbers(args, "a") or _in(args, "mode", FAN_MODES[:2])
+    if problem:
+        return problem
+    try:  # the names calculate_gain itself accepts ("identity" is ours, for gain: only)
+        nn.init.calculate_gain(args["nonlinearity"], args["a"])
+    except ValueError:
+        valid = [n for n in NONLINEARITIES if n != "identity"]
+        return (
+            f"nonlinearity must be one of {one_of(valid, limit=20)}, got {args['nonlinearity']!r}"
+        )
+    return None
 
 
 def _sparse_ok(args: dict[str, Any], shape: torch.Size) -> str | None:

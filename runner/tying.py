@@ -101,7 +101,9 @@ def _resolve(model: nn.Module, group: TyingGroup) -> ResolvedGroup:
     members: list[str] = []
     kinds = set()
     for pattern in group.patterns:
-        found = fnmatch.filter(module_names, pattern)
+        # fnmatch's * crosses dots; a match inside another match is that module's own child,
+        # so "0.block *" means the blocks, not also the layers within them.
+        found = _outermost(fnmatch.filter(module_names, pattern))
         kind = "module"
         if not found:
             found, kind = fnmatch.filter(param_names, pattern), "parameter"
@@ -122,6 +124,10 @@ def _resolve(model: nn.Module, group: TyingGroup) -> ResolvedGroup:
     return ResolvedGroup(group, kind, tuple(members))
 
 
+def _outermost(paths: list[str]) -> list[str]:
+    return [p for p in paths if not any(p.startswith(q + ".") for q in paths if q != p)]
+
+
 def _check_alike(model: nn.Module, group: TyingGroup, kind: str, members: list[str]) -> None:
     def signature(path: str) -> tuple:
         if kind == "parameter":
@@ -129,7 +135,8 @@ def _check_alike(model: nn.Module, group: TyingGroup, kind: str, members: list[s
             return ("Parameter", tuple(param.shape), param.dtype)
         module = model.get_submodule(path)
         tensors = tuple((k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items())
-        return (type(module).__name__, tensors)
+        # repr holds the settings that shapes do not show (padding, stride, dropout p, ...)
+        return (repr(module), tensors)
 
     owner = signature(members[0])
     for path in members[1:]:
@@ -137,7 +144,7 @@ def _check_alike(model: nn.Module, group: TyingGroup, kind: str, members: list[s
             first, other = _describe(model, kind, members[0]), _describe(model, kind, path)
             raise ConfigError(
                 f"{group.where}: cannot tie '{members[0]}' and '{path}': {first} vs {other}; "
-                "tied members need the same type and shapes"
+                "tied members need the same type, settings and shapes"
             )
     for a in members:
         for b in members:
@@ -150,9 +157,7 @@ def _check_alike(model: nn.Module, group: TyingGroup, kind: str, members: list[s
 def _describe(model: nn.Module, kind: str, path: str) -> str:
     if kind == "parameter":
         return f"shape {list(model.get_parameter(path).shape)}"
-    module = model.get_submodule(path)
-    shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
-    return f"{type(module).__name__} {shapes}"
+    return " ".join(repr(model.get_submodule(path)).split())  # one line, however nested
 
 
 def _covered_names(model: nn.Module, entry: ResolvedGroup) -> list[str]:
@@ -162,6 +167,22 @@ def _covered_names(model: nn.Module, entry: ResolvedGroup) -> list[str]:
         for path in entry.members:
             names += [f"{path}.{n}" for n, _ in model.get_submodule(path).named_parameters()]
     return names
+
+
+def replaced_names(model: nn.Module, resolved: list[ResolvedGroup]) -> dict[str, str]:
+    """For the untied `model`: each parameter name that tying will point at another tensor,
+    mapped to the owner's name whose tensor it will share.
+    """
+    replaced = {}
+    for entry in resolved:
+        owner, *others = entry.members
+        if entry.kind == "parameter":
+            replaced.update({path: owner for path in others})
+            continue
+        names = [n for n, _ in model.get_submodule(owner).named_parameters()]
+        for path in others:
+            replaced.update({f"{path}.{n}": f"{owner}.{n}" for n in names})
+    return replaced
 
 
 def tied_names(model: nn.Module) -> dict[str, list[str]]:

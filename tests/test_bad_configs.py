@@ -36,6 +36,10 @@ USER_FILES = {
     "tying/twice.yaml": "# one path in two groups\ngroups:\n  - ['2', '4']\n  - ['4.weight', '2.weight']\n",
     "tying/single.yaml": "# one member only\ngroups:\n  - ['2']\n",
     "tying/mixed.yaml": "# a module and a parameter\ngroups:\n  - ['2', '4.weight']\n",
+    "model/convs.yaml": "# two convs alike but for padding\nlayers:\n  - {type: conv2d, out_channels: 3, kernel_size: 3, padding: 1}\n  - {type: conv2d, out_channels: 3, kernel_size: 3}\n",
+    "tying/convs.yaml": "# tie the two convs\ngroups:\n  - ['0', '1']\n",
+    "model/bad_name.yaml": "# a template with another field\nlayers:\n  - {type: relu, repeat: 2, name: 'r{i}{n}'}\n",
+    "model/emb_late.yaml": "# embedding after a float layer\nlayers:\n  - {type: linear, out_features: 3}\n  - {type: embedding, num_embeddings: 5, embedding_dim: 2}\n",
 }
 
 # (overrides, words the one-line message must hold)
@@ -83,7 +87,7 @@ CASES = {
     "unknown scheme argument": (["init=bad_key"], ["no argument 'sigma'", "mean, std"]),
     "init rule matches nothing": (
         ["init=no_match"],
-        ["init/no_match.yaml", "match no parameter", "'0.weight'"],
+        ["init/no_match.yaml", "params '0.wieght' matches no parameter", "'0.weight'"],
     ),
     "scheme of wrong rank": (
         ["init=bias_xavier"],
@@ -97,7 +101,7 @@ CASES = {
     ),
     "tied shapes differ": (
         ["model=deep_mlp", "tying=shapes"],
-        ["cannot tie '0' and '2'", "same type and shapes"],
+        ["cannot tie '0' and '2'", "same type, settings and shapes"],
     ),
     "tied types differ": (
         ["model=deep_mlp", "tying=types"],
@@ -111,6 +115,57 @@ CASES = {
     "module and parameter mixed": (
         ["model=deep_mlp", "tying=mixed"],
         ["mixes module paths and parameter paths"],
+    ),
+    "tied settings differ": (
+        ["model=convs", "tying=convs", "data.in_shape=[3,6,6]"],
+        ["cannot tie '0' and '1'", "padding=(1, 1)", "same type, settings and shapes"],
+    ),
+    "rule only on tied-away parameters": (
+        ["model=deep_mlp", "tying=hidden", "init.rules=[{params: '4.*', scheme: zeros}]"],
+        [
+            "rules[0]: sets only 4.weight, 4.bias, which tying replaces by",
+            "write the rule for the owner",
+        ],
+    ),
+    "_target_ init that fails": (
+        ["init.rules=[{_target_: torch.nn.init.xavier_uniform_}]"],
+        ["rules[0]: _target_ failed on 0.bias (shape [8])", "fewer than 2 dimensions"],
+    ),
+    "trunc_normal with std 0": (
+        ["init.rules=[{params: '*.weight', scheme: trunc_normal, std: 0}]"],
+        ["std must be a number > 0, got 0"],
+    ),
+    "kaiming with a gain-only name": (
+        ["init.rules=[{params: '*.weight', scheme: kaiming_normal, nonlinearity: identity}]"],
+        ["nonlinearity must be one of", "got 'identity'"],
+    ),
+    "negative gain": (
+        ["init.rules=[{params: '*.weight', scheme: xavier_uniform, gain: -1}]"],
+        ["gain must be > 0, got -1"],
+    ),
+    "one glob of a list matches nothing": (
+        ["init.rules=[{params: ['*.weight', '0.wieght'], scheme: zeros}]"],
+        ["params '0.wieght' matches no parameter", "did you mean '0.weight'"],
+    ),
+    "unknown module class in a rule": (
+        ["init.rules=[{modules: [Linear, Lineer], scheme: zeros}]"],
+        ["modules 'Lineer' is not a class of this model's layers", "did you mean 'Linear'"],
+    ),
+    "name template with another field": (
+        ["model=bad_name"],
+        ["name 'r{i}{n}' is not a template of {i} alone"],
+    ),
+    "interpolation that does not resolve": (
+        ["model=deep_relu", "model.width=${nope}"],
+        ["model.width: Interpolation key 'nope' not found"],
+    ),
+    "override Hydra cannot apply": (
+        ["init=normal", "~init.rules.0"],
+        ["overrides", "~init.rules.0"],
+    ),
+    "embedding after a float layer": (
+        ["model=emb_late"],
+        ["layers[1]: embedding needs token ids", "float32"],
     ),
     "zero input size": (
         ["data.in_features=0"],
@@ -159,6 +214,26 @@ def test_cli_prints_one_line_and_exits_non_zero(case, user_conf):
     assert "Traceback" not in result.stderr
     for word in words:
         assert word in lines[0]
+
+
+def test_missing_config_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(runner.ConfigError, match="--config-dir .*nowhere: no such folder"):
+        runner.compose([], config_dir=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [("inspect.batch_size=1", "inspect.batch_size must be an integer >= 2, got 1"),
+     ("inspect.probe_batch=abc", "inspect.probe_batch must be an integer >= 2, got 'abc'")],
+)  # fmt: skip
+def test_inspect_options_are_checked(override, words, capsys):
+    from runner.inspect import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([override])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and words in captured.err
 
 
 @pytest.mark.slow

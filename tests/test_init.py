@@ -88,6 +88,10 @@ def test_normal_uniform_and_truncated_normal():
     assert w.min() >= -3.0 and w.max() <= -1.0 and w.mean().item() == pytest.approx(-2.0, abs=0.01)
     w = weight(built_with("[{scheme: trunc_normal, std: 1.0, a: -0.5, b: 0.25}]"))
     assert w.min() >= -0.5 and w.max() <= 0.25
+    w = weight(built_with("[{scheme: trunc_normal, mean: 0.0, std: 1.0, a: -2.0, b: 2.0}]"))
+    assert w.std().item() == pytest.approx(0.87962566103423978, rel=0.02)  # N(0,1) cut at +-2
+    assert w.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert w.abs().max() > 1.95
 
 
 def test_sparse_zeroes_a_fraction_of_each_column():
@@ -96,15 +100,21 @@ def test_sparse_zeroes_a_fraction_of_each_column():
     assert bool((zeros_per_column == math.ceil(0.25 * 512)).all())
 
 
-def test_eye_and_dirac():
+def test_eye_and_dirac(tmp_path):
     net = built_with("[{params: '1.0.weight', scheme: eye}]")
     assert torch.equal(net.get_parameter("1.0.weight"), torch.eye(512))
-    conv = torch.zeros(4, 4, 3)
-    from runner.schemes import SCHEMES
-
-    SCHEMES["dirac"].fill(conv)
-    x = torch.randn(1, 4, 9)
-    assert torch.allclose(nn.functional.conv1d(x, conv, padding=1), x)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "conv.yaml").write_text(
+        "# a conv that can pass its input through\n"
+        "layers: [{type: conv1d, out_channels: 4, kernel_size: 3, padding: 1}]\n"
+    )
+    conv = runner.build_model(runner.compose(
+        ["model=conv", "data.in_shape=[4,9]",
+         "init.rules=[{params: '*.weight', scheme: dirac}, {params: '*.bias', scheme: zeros}]"],
+        config_dir=tmp_path,
+    ))  # fmt: skip
+    x = torch.randn(2, 4, 9)
+    assert torch.allclose(conv(x), x)
 
 
 @pytest.mark.parametrize(
@@ -115,6 +125,13 @@ def test_variance_scaling_variance_is_scale_over_fan(distribution, mode, fan):
     rule = f"[{{params: '*.weight', scheme: variance_scaling, scale: 2.0, mode: {mode}, distribution: {distribution}}}]"
     w = weight(built_with(rule))
     assert w.var().item() == pytest.approx(2.0 / fan, rel=0.03)
+    sigma = math.sqrt(2.0 / fan)
+    if distribution == "truncated_normal":  # cut at 2 std of the widened normal
+        assert w.abs().max() <= 2 * sigma / 0.87962566103423978 + 1e-6
+    elif distribution == "uniform":
+        assert w.abs().max() <= math.sqrt(3) * sigma
+    else:
+        assert w.abs().max() > 3 * sigma  # an untruncated normal of 131k draws goes past 3 std
 
 
 def test_lecun_schemes():
@@ -193,9 +210,13 @@ def test_chapter_custom_init_bit_for_bit():
 
 
 def test_djl_mixed_xavier_first_constant_one_last():
-    net = runner.build_model(runner.compose(["init=mixed"]))
-    assert net[0].weight.abs().max() <= math.sqrt(6 / (4 + 8))
-    assert torch.equal(net[2].weight, torch.ones(1, 8))
+    torch.manual_seed(0)
+    hand = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    nn.init.xavier_uniform_(hand[0].weight)
+    nn.init.constant_(hand[2].weight, 1)
+    net = runner.build_model(runner.compose(["init=mixed", "seed=0"]))
+    for (name, a), (_, b) in zip(net.state_dict().items(), hand.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_target_callable_and_user_function(tmp_path, monkeypatch):

@@ -79,6 +79,38 @@ def test_probe_tells_vanishing_from_stable_with_depth(capsys):
     assert "stable)" in kaiming.split("activation std, first -> last layer:")[1].splitlines()[0]
 
 
+def test_probe_gradient_column_is_the_backpropagated_signal():
+    from runner.probe import example_input, record_calls
+
+    net = runner.build_model(runner.compose([]))
+    x = example_input(net, (4,), 64, torch.Generator().manual_seed(1))
+    calls = record_calls(net, x, backward=True)
+    cotangent = torch.randn(64, 1, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(calls[2].output.grad, cotangent)  # the output layer gets the cotangent
+    assert torch.allclose(calls[1].output.grad, cotangent @ net[2].weight.detach())  # through W2
+    relu_mask = (calls[0].output > 0).float()
+    assert torch.allclose(calls[0].output.grad, (cotangent @ net[2].weight.detach()) * relu_mask)
+
+
+def test_inspect_on_conv_batchnorm_and_embedding_models(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "conv.yaml").write_text(
+        "# conv, batchnorm\nlayers: [{type: conv2d, out_channels: 4, kernel_size: 3}, batchnorm2d, relu, flatten,"
+        " {type: linear, out_features: 1}]\n"
+    )
+    (tmp_path / "model" / "tokens.yaml").write_text(
+        "# embedding first\nlayers: [{type: embedding, num_embeddings: 11, embedding_dim: 3}, flatten,"
+        " {type: linear, out_features: 1}]\n"
+    )
+    main(["--config-dir", str(tmp_path), "model=conv", "data.in_shape=[2,5,5]"])
+    out = capsys.readouterr().out
+    assert re.search(r"^  \(1\): BatchNorm2d\(4, .*\) -> \(2, 4, 3, 3\)$", out, re.M)
+    assert "(3): Flatten(start_dim=1, end_dim=-1) -> (2, 36)" in out and "nan" not in out
+    main(["--config-dir", str(tmp_path), "model=tokens", "data.in_shape=[6]"])
+    out = capsys.readouterr().out
+    assert "(0): Embedding(11, 3) -> (2, 6, 3)" in out and "(2): Linear(in_features=18" in out
+
+
 def test_find_path_counts_by_position_and_names():
     rgnet = runner.build_model(runner.compose(["model=rgnet"]))
     assert report.find_path(rgnet, "0.1.0.bias") is rgnet[0][1][0].bias

@@ -57,7 +57,7 @@ def test_parameters_once_optimizer_sees_no_duplicate_state_dict_keeps_names():
     net = tied_deep_mlp()
     params = list(net.parameters())
     assert len(params) == len({id(p) for p in params}) == 6
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)  # raises on a duplicate
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)  # would hold a duplicate twice
     assert sum(len(g["params"]) for g in optimizer.param_groups) == 6
     assert list(net.state_dict()) == [f"{i}.{k}" for i in (0, 2, 4, 6) for k in ("weight", "bias")]
 
@@ -96,6 +96,30 @@ def test_djl_shared_block():
     assert net[2] is net[3]
     assert torch.equal(net[2][0].weight, net[3][0].weight)
     assert net(torch.empty(2, 20).uniform_(-10, 10)).shape == (2, 10)
+
+
+def test_tied_model_loads_strictly_into_the_hand_written_shared_net(tmp_path):
+    net = tied_deep_mlp("init=normal")
+    shared = nn.Linear(8, 8)
+    hand = nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(8, 1)
+    )
+    torch.save(net.state_dict(), tmp_path / "tied.params")
+    hand.load_state_dict(torch.load(tmp_path / "tied.params", weights_only=True), strict=True)
+    x = torch.randn(3, 4)
+    assert torch.equal(net(x), hand(x)) and hand[2] is hand[4]
+
+
+def test_a_glob_ties_the_outermost_matches(tmp_path):
+    (tmp_path / "tying").mkdir()
+    (tmp_path / "tying" / "all_blocks.yaml").write_text(
+        "# every block1 is one\ngroups:\n  - ['0.block *']\n"
+    )
+    net = runner.build_model(
+        runner.compose(["model=rgnet", "tying=all_blocks"], config_dir=tmp_path)
+    )
+    assert net[0][0] is net[0][1] is net[0][2] is net[0][3]
+    assert count_parameters(net) == (40 + 36 + 5, 4 * (40 + 36) + 5)
 
 
 def test_glob_groups_tie_every_match(tmp_path):
