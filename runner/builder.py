@@ -18,6 +18,9 @@ from runner.init import InitRule, apply_init, parse_rules, plan_init
 from runner.model import build_architecture
 from runner.tying import ResolvedGroup, apply_tying, parse_groups, replaced_names, resolve_groups
 
+# Seeds are offset per stream (data, shuffling); this bound keeps every offset seed valid.
+MAX_SEED = 2**62
+
 
 @dataclass
 class BuiltModel:
@@ -39,8 +42,8 @@ def build(cfg: DictConfig) -> BuiltModel:
     touches equal those of the hand-written model built after `torch.manual_seed(seed)`.
     """
     seed = cfg.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise ConfigError(f"seed must be an integer in [0, 2^62), got {seed!r}")
     model_cfg = to_plain(cfg.get("model"))
     if not isinstance(model_cfg, dict):
         raise ConfigError("model: no model config was composed (choose one with model=NAME)")

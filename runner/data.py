@@ -45,8 +45,13 @@ class Dataset:
         return self.x_train.shape[0]
 
 
-def make_data(data_cfg: Mapping[str, Any], sample_shape: tuple[int, ...], seed: int,
-              device: torch.device, where: str) -> Dataset:  # fmt: skip
+def make_data(
+    data_cfg: Mapping[str, Any],
+    sample_shape: tuple[int, ...],
+    seed: int,
+    device: torch.device,
+    where: str,
+) -> Dataset:
     """Draw the data set `data_cfg` describes on `device`; one seed gives the same bits."""
     from runner.config import check_keys
 
@@ -56,7 +61,7 @@ def make_data(data_cfg: Mapping[str, Any], sample_shape: tuple[int, ...], seed: 
         raise ConfigError(f"{where}: kind must be one of {one_of(KINDS)}, got {kind!r}")
     n_train, n_val = _count(data_cfg, "n_train", where, 1), _count(data_cfg, "n_val", where, 0)
     noise = data_cfg.get("noise", 0.0)
-    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or noise < 0:
+    if not _is_number(noise) or noise < 0:
         raise ConfigError(f"{where}: noise must be a number >= 0, got {noise!r}")
     generator = torch.Generator(device).manual_seed(seed + DATA_SEED_OFFSET)
     n = n_train + n_val
@@ -77,6 +82,10 @@ def _count(data_cfg: Mapping[str, Any], key: str, where: str, minimum: int) -> i
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
@@ -88,15 +97,21 @@ def _regression(data_cfg, x, noise, generator, where) -> torch.Tensor:
     if w is None:
         w = torch.randn((features, outputs), generator=generator, device=x.device)
     else:
-        w = torch.tensor(w, dtype=x.dtype, device=x.device).reshape(-1, 1)
-        if w.shape[0] != features or outputs != 1:
+        if not isinstance(w, list) or not all(_is_number(v) for v in w):
+            raise ConfigError(f"{where}: true_w must be a list of numbers, got {w!r}")
+        if len(w) != features or outputs != 1:
             raise ConfigError(
-                f"{where}: true_w has {w.shape[0]} values; it needs one per input feature "
+                f"{where}: true_w has {len(w)} values; it needs one per input feature "
                 f"({features}) and out_features=1"
             )
+        w = torch.tensor(w, dtype=x.dtype, device=x.device).reshape(-1, 1)
     b = data_cfg.get("true_b")
-    b = (torch.randn((outputs,), generator=generator, device=x.device) if b is None
-         else torch.full((outputs,), float(b), device=x.device))  # fmt: skip
+    if b is None:
+        b = torch.randn((outputs,), generator=generator, device=x.device)
+    elif _is_number(b):
+        b = torch.full((outputs,), float(b), device=x.device)
+    else:
+        raise ConfigError(f"{where}: true_b must be a number or null, got {b!r}")
     eps = torch.randn((x.shape[0], outputs), generator=generator, device=x.device) * noise
     return _flat(x) @ w + b + eps
 
@@ -105,7 +120,9 @@ def _classification(data_cfg, sample_shape, n, generator, device, where):
     classes = _count(data_cfg, "n_classes", where, 2)
     if data_cfg.get("out_features") != classes:
         raise ConfigError(f"{where}: out_features must equal n_classes ({classes})")
-    spread = float(data_cfg.get("spread", 3.0))
+    spread = data_cfg.get("spread", 3.0)
+    if not _is_number(spread) or spread <= 0:
+        raise ConfigError(f"{where}: spread must be a number > 0, got {spread!r}")
     centers = torch.randn((classes, *sample_shape), generator=generator, device=device) * spread
     y = torch.randint(0, classes, (n,), generator=generator, device=device)
     x = centers[y] + torch.randn((n, *sample_shape), generator=generator, device=device)

@@ -21,13 +21,13 @@ log = logging.getLogger("runner")
 BAR_REFRESH_STEPS = 50  # without logging, the bar reads the loss this often
 
 
-def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter | None, progress: str) -> None:
+def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter, progress: str) -> None:
     """Run `setup.steps` optimizer steps, writing statistics to `writer` as `cfg.log` says."""
     model, data, optimizer = setup.model, setup.data, setup.optimizer
     batch, steps = cfg.train.batch_size, setup.steps
-    every, hist_every = (cfg.log.every, cfg.log.hist_every) if writer else (0, 0)
+    every, hist_every = cfg.log.every, cfg.log.hist_every
     val_every, clip = cfg.train.val_every, cfg.train.get("grad_clip")
-    stats = StepStats(model, cfg.log.hist_bins) if writer else None
+    stats = StepStats(model, cfg.log.hist_bins) if (every or hist_every) else None
     per_epoch = data.n_train // batch
     bar = _bar(steps) if progress == "bar" else None
     line_every = max(1, steps // 10)
@@ -37,6 +37,7 @@ def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter | None, progress: 
     for step in range(1, steps + 1):
         k = (step - 1) % per_epoch
         if k == 0:  # a new epoch: one shuffle on the device, then batches are views
+            setup.epoch_rng_state = setup.generator.get_state()  # host-side state: no sync
             order = torch.randperm(data.n_train, generator=setup.generator, device=setup.device)
             x_epoch, y_epoch = data.x_train[order], data.y_train[order]
         x, y = x_epoch[k * batch : (k + 1) * batch], y_epoch[k * batch : (k + 1) * batch]
@@ -65,9 +66,7 @@ def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter | None, progress: 
                 shown_loss = record.scalars["loss/train"]
             writer.record(step, record)
         if val_every and (step % val_every == 0 or step == steps):
-            value = evaluate(setup, data.x_val, data.y_val)
-            if writer is not None:
-                writer.scalar("loss/val", value, step)
+            writer.scalar("loss/val", evaluate(setup, data.x_val, data.y_val), step)
         if bar is not None:
             if shown_loss is None and step % BAR_REFRESH_STEPS == 0:
                 shown_loss = loss.item()

@@ -61,6 +61,12 @@ class StepStats:
         self.params = unique_parameters(model)
         self.layers = layer_paths(model)
         self.hist_bins = hist_bins
+        # Row i of a per-tensor result goes to every name of tensor i; the index lives on the
+        # device from the start, so using it costs no host-to-device copy (no sync) per step.
+        device = self.params[0][0].device if self.params else torch.device("cpu")
+        columns = [i for i, (_, names) in enumerate(self.params) for _ in names]
+        self._by_name = torch.tensor(columns, dtype=torch.long, device=device)
+        self._names = [name for _, names in self.params for name in names]
         self._reset()
 
     def _reset(self) -> None:
@@ -137,13 +143,9 @@ class StepStats:
         return record
 
     def _per_param(self, prefix: str, values: torch.Tensor) -> None:
-        tags, columns = [], []
-        for column, (_, names) in enumerate(self.params):
-            for name in names:  # one measurement, written under every tied name
-                tags.append(f"{prefix}/{name}")
-                columns.append(column)
-        index = torch.tensor(columns, device=values.device)
-        self._parts.append((tags, values.float().index_select(0, index)))
+        # One measurement per tensor, written under every name of a tied tensor.
+        tags = [f"{prefix}/{name}" for name in self._names]
+        self._parts.append((tags, values.float().index_select(0, self._by_name)))
 
     def _histograms(self, prefix: str, tensors: list[torch.Tensor]) -> None:
         lows, highs, counts = [], [], []
@@ -160,10 +162,11 @@ class StepStats:
             torch.stack([t.float().sum() for t in tensors]),
             torch.stack([t.float().square().sum() for t in tensors]),
         ], dim=1)  # fmt: skip
-        names = [names for _, names in self.params]
-        tags = [f"{prefix}/{n}" for n in _flatten(names)]
-        counts_per_name = _repeat_rows(torch.stack(counts), names)
-        self._hist_parts.append((tags, _repeat_rows(summary, names), counts_per_name))
+        tags = [f"{prefix}/{name}" for name in self._names]
+        self._hist_parts.append(
+            (tags, summary.index_select(0, self._by_name),
+             torch.stack(counts).index_select(0, self._by_name))
+        )  # fmt: skip
 
     def _to_host(self) -> StepRecord:
         pieces = [values.reshape(-1) for _, values in self._parts]
@@ -196,13 +199,3 @@ class StepStats:
 def _stds(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t.float().std() if t.numel() > 1 else t.new_zeros((), dtype=torch.float32)
                         for t in tensors])  # fmt: skip
-
-
-def _flatten(names: list[list[str]]) -> list[str]:
-    return [name for group in names for name in group]
-
-
-def _repeat_rows(rows: torch.Tensor, names: list[list[str]]) -> torch.Tensor:
-    """Row i repeated once per name of tensor i (tied tensors are written under each name)."""
-    repeats = torch.tensor([len(group) for group in names], device=rows.device)
-    return rows.repeat_interleave(repeats, dim=0)

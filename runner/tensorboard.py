@@ -18,9 +18,18 @@ class RunWriter:
     """One run's TensorBoard writer (`<run dir>/tb`)."""
 
     def __init__(self, log_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        self.log_dir = log_dir
+        self._writer = None
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    @property
+    def writer(self):
+        """The SummaryWriter, made on first use: a run that logs nothing leaves no tb/ and pays
+        no TensorBoard import before its first step."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
 
     def record(self, step: int, record: StepRecord) -> None:
         """Write every scalar and histogram of one logging step."""
@@ -54,5 +63,6 @@ class RunWriter:
             self.writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
-        """Flush and close the event file."""
-        self.writer.close()
+        """Flush and close the event file (if one was opened)."""
+        if self._writer is not None:
+            self._writer.close()

@@ -1,8 +1,8 @@
 """Training on synthetic data: build, check, loop, log, save.
 
-`prepare` does every check a config can fail (model, data, loss, optimizer, the
-output shape against the targets) before any work; `train` runs the loop and
-writes the run's files. Nothing is computed for logging on steps that do not log.
+`prepare` does every check a config can fail (settings, model, data, loss,
+optimizer, the output shape against the targets) before any work and without
+changing the model; `train` runs the loop and writes the run's files.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from runner.config import source, to_plain
 from runner.data import Dataset, make_data
 from runner.device import resolve_device
 from runner.errors import ConfigError
+from runner.stats import StepStats
+from runner.tensorboard import RunWriter
 from runner.tying import count_parameters
 
 log = logging.getLogger("runner")
@@ -35,6 +37,7 @@ DEFAULT_LOSS = {
     "teacher": "torch.nn.MSELoss",
     "classification": "torch.nn.CrossEntropyLoss",
 }
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
 
 
 @dataclass
@@ -49,15 +52,38 @@ class Setup:
     scheduler: Any
     device: torch.device
     steps: int
-    generator: torch.Generator  # the data stream: shuffling each epoch
+    generator: torch.Generator  # the data stream: one shuffle per epoch
     progress: str  # "bar", "lines" or "off"
+    epoch_rng_state: torch.Tensor | None = None  # the data stream before this epoch's shuffle
 
 
-def _non_negative_int(node: DictConfig, key: str, where: str, minimum: int = 0) -> int:
+def _integer(node: DictConfig, key: str, where: str, minimum: int) -> int:
     value = node.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The `train.*` and `log.*` values, each against its valid range."""
+    train_cfg, log_cfg = cfg.train, cfg.log
+    _integer(train_cfg, "batch_size", "train", 1)
+    _integer(train_cfg, "steps", "train", 0)
+    _integer(train_cfg, "val_every", "train", 0)
+    if train_cfg.get("epochs") is not None:
+        _integer(train_cfg, "epochs", "train", 0)
+    _integer(log_cfg, "every", "log", 0)
+    _integer(log_cfg, "hist_every", "log", 0)
+    _integer(log_cfg, "hist_bins", "log", 1)
+    clip = train_cfg.get("grad_clip")
+    if clip is not None and (
+        not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip <= 0
+    ):
+        raise ConfigError(f"train.grad_clip must be a number > 0 or null, got {clip!r}")
+    if train_cfg.get("progress", "auto") not in PROGRESS_MODES:
+        raise ConfigError(
+            f"train.progress must be one of {', '.join(PROGRESS_MODES)}, got {train_cfg.progress!r}"
+        )
 
 
 def _instantiate(node: Any, where: str, *args: Any) -> Any:
@@ -67,19 +93,18 @@ def _instantiate(node: Any, where: str, *args: Any) -> Any:
         made = instantiate(node)
         return made(*args) if args else made
     except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{where}: {message}") from error
+        raise ConfigError(f"{where}: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def prepare(cfg: DictConfig) -> Setup:
     """Build the model, data, loss and optimizer on the chosen device, checking all of them."""
-    train_cfg, log_cfg = cfg.train, cfg.log
-    batch_size = _non_negative_int(train_cfg, "batch_size", "train", 1)
-    for key in ("steps", "val_every"):
-        _non_negative_int(train_cfg, key, "train")
-    for key in ("every", "hist_every"):
-        _non_negative_int(log_cfg, key, "log")
-    _non_negative_int(log_cfg, "hist_bins", "log", 1)
+    check_settings(cfg)
+    batch_size = cfg.train.batch_size
     device = resolve_device(cfg.device)
     built = build(cfg)
     torch.manual_seed(cfg.seed)  # dropout and anything else drawing from the global stream
@@ -90,48 +115,60 @@ def prepare(cfg: DictConfig) -> Setup:
             f"train.batch_size={batch_size} is larger than the {data.n_train} training samples "
             f"({source(cfg, 'data')}: n_train)"
         )
-    steps = train_cfg.steps
-    if train_cfg.get("epochs") is not None:
-        epochs = _non_negative_int(train_cfg, "epochs", "train")
-        steps = epochs * (data.n_train // batch_size)
-    loss_node = train_cfg.get("loss") or {"_target_": DEFAULT_LOSS[data.kind]}
-    loss_fn = _instantiate(loss_node, "train.loss")
+    if batch_size == 1 and any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        raise ConfigError("train.batch_size=1: BatchNorm needs at least 2 samples per batch")
+    steps = cfg.train.steps
+    if cfg.train.get("epochs") is not None:
+        steps = cfg.train.epochs * (data.n_train // batch_size)
+    loss_fn = _instantiate(
+        cfg.train.get("loss") or {"_target_": DEFAULT_LOSS[data.kind]}, "train.loss"
+    )
     _check_fit(model, data, loss_fn, cfg)
-    optimizer = _instantiate(cfg.optim.optimizer, f"{source(cfg, 'optim')}: optimizer",
-                             model.parameters())  # fmt: skip
+    optim_where = source(cfg, "optim")
+    optimizer = _instantiate(cfg.optim.optimizer, f"{optim_where}: optimizer", model.parameters())
     scheduler = None
     if cfg.optim.get("scheduler") is not None:
-        scheduler = _instantiate(
-            cfg.optim.scheduler, f"{source(cfg, 'optim')}: scheduler", optimizer
-        )
+        scheduler = _instantiate(cfg.optim.scheduler, f"{optim_where}: scheduler", optimizer)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    progress = _progress_mode(cfg)
-    return Setup(
-        built, model, data, loss_fn, optimizer, scheduler, device, steps, generator, progress
-    )
+    return Setup(built, model, data, loss_fn, optimizer, scheduler, device, steps, generator,
+                 _progress_mode(cfg))  # fmt: skip
 
 
 def _check_fit(model: nn.Module, data: Dataset, loss_fn: nn.Module, cfg: DictConfig) -> None:
-    """The model's output and the loss must fit the targets; one small batch tells."""
-    with torch.no_grad():
-        out = model(data.x_train[:2])
-        expected = (
-            data.y_train.shape[1:] if data.kind != "classification" else (cfg.data.n_classes,)
-        )
-        if tuple(out.shape[1:]) != tuple(expected):
-            raise ConfigError(
-                f"{source(cfg, 'model')}: the model outputs {tuple(out.shape[1:])} per sample but "
-                f"{source(cfg, 'data')} needs {tuple(expected)}; set the last layer's out_features"
-            )
-        try:
-            value = loss_fn(out, data.y_train[:2])
-        except Exception as error:
-            raise ConfigError(
-                f"train.loss: {type(loss_fn).__name__} does not fit {data.kind} targets: "
-                f"{str(error).strip().splitlines()[0]}"
-            ) from error
-        if value.dim() != 0:
-            raise ConfigError(f"train.loss: {type(loss_fn).__name__} must reduce to one number")
+    """The model's output and the loss must fit the targets; two samples in eval mode tell,
+    so no BatchNorm statistics move and no dropout draws from the RNG."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                out = model(data.x_train[:2])
+            except Exception as error:
+                raise ConfigError(
+                    f"{source(cfg, 'model')}: the model cannot take {source(cfg, 'data')}'s input "
+                    f"{tuple(data.x_train.shape[1:])} ({data.x_train.dtype}): {_first_line(error)}"
+                ) from error
+            kind = data.kind
+            expected = (cfg.data.n_classes,) if kind == "classification" else data.y_train.shape[1:]
+            if tuple(out.shape[1:]) != tuple(expected):
+                raise ConfigError(
+                    f"{source(cfg, 'model')}: the model outputs {tuple(out.shape[1:])} per sample "
+                    f"but {source(cfg, 'data')} needs {tuple(expected)}; set the last layer's "
+                    "out_features"
+                )
+            try:
+                value = loss_fn(out, data.y_train[:2])
+            except Exception as error:
+                raise ConfigError(
+                    f"train.loss: {type(loss_fn).__name__} does not fit {kind} targets: "
+                    f"{_first_line(error)}"
+                ) from error
+            if value.dim() != 0:
+                raise ConfigError(f"train.loss: {type(loss_fn).__name__} must reduce to one number")
+    finally:
+        model.train(was_training)
 
 
 def evaluate(setup: Setup, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -147,12 +184,13 @@ def evaluate(setup: Setup, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def hparams_of(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
-    """What the HParams dashboard shows for a run: chosen options, seed and key numbers."""
+    """What the HParams dashboard shows for a run: chosen options, seed and key numbers.
+    `lr` is the configured rate (read before any schedule moves it)."""
     unique, total = count_parameters(setup.model)
-    lr = setup.optimizer.param_groups[0]["lr"]
-    return {**{g: str(o) for g, o in cfg.choices.items()}, "seed": cfg.seed, "lr": lr,
-            "batch_size": cfg.train.batch_size, "steps": setup.steps,
-            "params_unique": unique, "params_total": total}  # fmt: skip
+    group = setup.optimizer.param_groups[0]
+    return {**{g: str(o) for g, o in cfg.choices.items()}, "seed": cfg.seed,
+            "lr": group.get("initial_lr", group["lr"]), "batch_size": cfg.train.batch_size,
+            "steps": setup.steps, "params_unique": unique, "params_total": total}  # fmt: skip
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -161,21 +199,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     setup = prepare(cfg)
     log.info("device: %s", setup.device)
-    writer = None
-    if cfg.log.every or cfg.log.hist_every:
-        from runner.tensorboard import RunWriter
-
-        writer = RunWriter(run_dir / "tb")
-        writer.text("config", f"```yaml\n{OmegaConf.to_yaml(cfg)}\n```")
+    hparams = hparams_of(cfg, setup)
+    writer = RunWriter(run_dir / "tb")  # opens its event file on the first write only
     data = setup.data
     initial = {"train": evaluate(setup, data.x_train, data.y_train),
                "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
+    _log_initial_state(cfg, setup, writer, initial)
     started = time.perf_counter()
     try:
         run_loop(cfg, setup, writer, setup.progress)
     except BaseException:
-        if writer is not None:
-            writer.close()  # keep what was logged up to the failure
+        writer.close()  # keep what was logged up to the failure
         raise
     wall = time.perf_counter() - started
     final = {"train": evaluate(setup, data.x_train, data.y_train),
@@ -188,15 +222,28 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "steps_per_s": setup.steps / wall if wall > 0 and setup.steps else 0.0,
         "params_unique": unique, "params_total": total, "device": str(setup.device),
     }  # fmt: skip
-    if writer is not None:
-        finals = {"final/loss_train": final["train"], "final/loss_val": final["val"]}
-        finite = {k: v for k, v in finals.items() if math.isfinite(v)}
-        writer.hparams(hparams_of(cfg, setup), finite, setup.steps)
-        writer.close()
+    writer.text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}\n```")
+    finals = {"final/loss_train": final["train"], "final/loss_val": final["val"]}
+    writer.hparams(hparams, {k: v for k, v in finals.items() if math.isfinite(v)}, setup.steps)
+    writer.close()
     artifacts.save_model(run_dir, setup.model)
     artifacts.save_checkpoint(run_dir, _checkpoint(cfg, setup))
     artifacts.save_metrics(run_dir, metrics)
     return metrics
+
+
+def _log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial: dict) -> None:
+    """Step 0: the initialised weights (norms, stds, histograms) and the initial losses.
+    No forward or backward runs for it, so training is the same with or without it."""
+    scalars, histograms = bool(cfg.log.every), bool(cfg.log.hist_every)
+    if not (scalars or histograms):
+        return
+    record = StepStats(setup.model, cfg.log.hist_bins).finish(scalars, histograms, {})
+    if scalars:
+        record.scalars["loss/train"] = initial["train"]
+        if cfg.train.val_every and math.isfinite(initial["val"]):
+            record.scalars["loss/val"] = initial["val"]
+    writer.record(0, record)
 
 
 def _checkpoint(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
@@ -209,6 +256,8 @@ def _checkpoint(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else None,
             "data": setup.generator.get_state(),
+            # With the step, this replays the current epoch's shuffle: enough to resume mid-epoch.
+            "data_epoch_start": setup.epoch_rng_state,
         },
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -216,8 +265,6 @@ def _checkpoint(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
 
 def _progress_mode(cfg: DictConfig) -> str:
     mode = cfg.train.get("progress", "auto")
-    if mode not in ("auto", "bar", "lines", "off"):
-        raise ConfigError(f"train.progress must be auto, bar, lines or off, got {mode!r}")
     if mode == "auto":
         return "bar" if sys.stderr.isatty() else "lines"
     return mode

@@ -260,3 +260,66 @@ def test_unknown_parameter_path_is_a_clear_error():
     result = run_cli("runner.inspect", "model=rgnet", "inspect.param=0.1.0.bais")
     assert result.returncode == 2 and result.stdout == ""
     assert "inspect.param=0.1.0.bais" in result.stderr and "'0.block 1.0.bias'" not in result.stdout
+
+
+TRAIN_CASES = {
+    "negative grad_clip": (
+        ["train.grad_clip=-1"],
+        "train.grad_clip must be a number > 0 or null, got -1",
+    ),
+    "text grad_clip": (
+        ["train.grad_clip=abc"],
+        "train.grad_clip must be a number > 0 or null, got 'abc'",
+    ),
+    "negative steps": (["train.steps=-1"], "train.steps must be an integer >= 0, got -1"),
+    "zero batch": (["train.batch_size=0"], "train.batch_size must be an integer >= 1, got 0"),
+    "batch larger than the data": (
+        ["train.batch_size=5000"],
+        "larger than the 1000 training samples",
+    ),
+    "batchnorm with batch 1": (
+        [
+            "model.layers=[{type: linear, out_features: 4}, batchnorm1d, {type: linear, out_features: 1}]",
+            "train.batch_size=1",
+        ],
+        "BatchNorm needs at least 2 samples",
+    ),
+    "unknown progress": (
+        ["train.progress=fancy"],
+        "train.progress must be one of auto, bar, lines, off",
+    ),
+    "text true_b": (["data.true_b=abc"], "true_b must be a number or null, got 'abc'"),
+    "nested true_w": (["data.true_w=[[1,2],[3,4]]"], "true_w must be a list of numbers"),
+    "wrong true_w length": (
+        ["data.true_w=[1,2]"],
+        "true_w has 2 values; it needs one per input feature (4)",
+    ),
+    "text spread": (
+        ["data=classification", "data.spread=abc"],
+        "spread must be a number > 0, got 'abc'",
+    ),
+    "seed out of range": (["seed=18446744073709551615"], "seed must be an integer in [0, 2^62)"),
+    "model output does not fit classes": (
+        ["data=classification", "model.layers=[{type: linear, out_features: 2}]"],
+        "the model outputs (2,) per sample but data/classification.yaml needs (3,)",
+    ),
+    "model that cannot take the data": (
+        ["model.layers=[{type: embedding, num_embeddings: 5, embedding_dim: 2}]"],
+        "the model cannot take data/regression.yaml's input (4,) (torch.float32)",
+    ),
+    "unknown optimizer target": (
+        ["optim.optimizer._target_=torch.optim.Nope"],
+        "optim/sgd.yaml: optimizer:",
+    ),
+    "unknown data key": (["+data.nosie=0.1"], "data/regression.yaml: unknown key 'nosie'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_bad_training_config_fails_in_prepare_before_any_work(case):
+    from runner.train import prepare
+
+    overrides, words = TRAIN_CASES[case]
+    with pytest.raises(runner.ConfigError) as error:
+        prepare(runner.compose(overrides))
+    assert "\n" not in str(error.value) and words in str(error.value), str(error.value)

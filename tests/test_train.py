@@ -74,7 +74,8 @@ def test_run_files_and_metrics(tmp_path):
                 "wall_time_s", "steps_per_s"):  # fmt: skip
         assert math.isfinite(saved[key]) and saved[key] > 0, key
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert checkpoint["step"] == 20 and set(checkpoint["rng"]) == {"torch", "cuda", "data"}
+    assert checkpoint["step"] == 20
+    assert set(checkpoint["rng"]) == {"torch", "cuda", "data", "data_epoch_start"}
     assert checkpoint["optimizer"]["param_groups"][0]["params"] == list(range(6))  # unique tensors
     assert checkpoint["config"]["tying"]["groups"] == [["2", "4"]]
 
@@ -137,17 +138,7 @@ def test_statistics_match_the_saved_weights(tmp_path):
         assert ratio == pytest.approx(expected, rel=0.05)
     dead = last(acc, "dead_relu/1")
     assert 0.0 <= dead <= 1.0
-    assert [e.step for e in acc.Scalars("loss/train")] == [30]
-
-
-def test_logging_intervals_of_zero_switch_logging_off(tmp_path):
-    _, run_dir = run(tmp_path, "train.steps=10", "log.every=0", "log.hist_every=0")
-    assert not (run_dir / "tb").exists()
-    _, run_dir = run(tmp_path, "train.steps=10", "log.every=0", "log.hist_every=5", name="hists")
-    tags = events(run_dir).Tags()
-    assert (
-        "weights/0.weight" in tags["histograms"] and "weights_norm/0.weight" not in tags["scalars"]
-    )
+    assert [e.step for e in acc.Scalars("loss/train")] == [0, 30]  # the init, then step 30
 
 
 def test_hparams_and_config_text_are_in_the_run_dir(tmp_path):
@@ -216,3 +207,105 @@ def test_training_on_cuda_without_cuda_is_a_clear_error(tmp_path):
         not (tmp_path / "gpu" / "model.pt").exists()
         and not (tmp_path / "gpu" / "metrics.json").exists()
     )
+
+
+def test_logging_intervals_of_zero_switch_logging_off(tmp_path):
+    _, run_dir = run(
+        tmp_path, "train.steps=10", "log.every=0", "log.hist_every=0", "train.val_every=5"
+    )
+    tags = events(run_dir).Tags()
+    assert set(tags["scalars"]) == {"loss/val", "final/loss_train", "final/loss_val"}
+    assert tags["histograms"] == []  # hparams and the config text are still there, once
+    _, run_dir = run(tmp_path, "train.steps=10", "log.every=0", "log.hist_every=5", name="hists")
+    tags = events(run_dir).Tags()
+    assert (
+        "weights/0.weight" in tags["histograms"] and "weights_norm/0.weight" not in tags["scalars"]
+    )
+
+
+def test_step_zero_logs_the_initialised_weights_and_losses(tmp_path):
+    metrics, run_dir = run(
+        tmp_path, "train.steps=0", "init=normal", "log.every=1", "log.hist_every=1"
+    )
+    acc = events(run_dir)
+    initial = runner.build_model(runner.compose(["init=normal"])).state_dict()
+    h = acc.Histograms("weights/0.weight")[0]
+    assert h.step == 0 and h.histogram_value.num == 32
+    assert h.histogram_value.max == pytest.approx(initial["0.weight"].max().item())
+    assert acc.Scalars("weights_norm/2.weight")[0].value == pytest.approx(
+        initial["2.weight"].norm().item()
+    )
+    assert acc.Scalars("loss/train")[0].value == pytest.approx(metrics["initial_train_loss"])
+    assert acc.Scalars("loss/val")[0].value == pytest.approx(metrics["initial_val_loss"])
+
+
+def test_batchnorm_and_dropout_models_train_deterministically(tmp_path):
+    layers = (
+        "model.layers=[{type: linear, out_features: 16}, {type: batchnorm1d}, {type: relu},"
+        " {type: dropout, p: 0.3}, {type: linear, out_features: 1}]"
+    )
+    run(tmp_path, layers, "train.steps=0", name="init")
+    saved = torch.load(tmp_path / "init" / "model.pt", weights_only=True)
+    assert (
+        torch.equal(saved["1.running_mean"], torch.zeros(16))
+        and saved["1.num_batches_tracked"] == 0
+    )
+    run(tmp_path, layers, "train.steps=30", name="a")
+    run(tmp_path, layers, "train.steps=30", "log.every=0", "log.hist_every=0", name="b")
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # logging changes nothing that trains
+    assert a["1.num_batches_tracked"] == 30
+
+
+def test_true_w_and_b_make_the_chapters_data():
+    from runner.config import to_plain
+    from runner.data import make_data
+
+    cfg = runner.compose(["data.true_w=[2,-3.4,1,0]", "data.true_b=4.2", "data.noise=0"])
+    data = make_data(to_plain(cfg.data), (4,), 0, torch.device("cpu"), "data")
+    expected = data.x_train @ torch.tensor([[2.0], [-3.4], [1.0], [0.0]]) + 4.2
+    assert torch.allclose(data.y_train, expected)
+
+
+def test_metrics_json_writes_null_for_a_missing_loss(tmp_path):
+    _, run_dir = run(tmp_path, "train.steps=5", "data.n_val=0", "train.val_every=0")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["final_val_loss"] is None and saved["initial_val_loss"] is None
+
+
+def test_hparams_show_the_configured_lr_and_text_is_resolved(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    schedule = "optim.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true, T_max: 20}"
+    _, run_dir = run(tmp_path, "train.steps=20", "data=classification", schedule)
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    content = acc.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(0.03)
+    text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "out_features: 3" in text and "${" not in text
+
+
+def test_no_host_sync_on_steps_that_do_not_log(tmp_path, monkeypatch):
+    from runner.loop import run_loop
+    from runner.tensorboard import RunWriter
+    from runner.train import prepare
+
+    calls: dict[str, int] = {}
+    for method in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _name=method, _original=original, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    for every, expected in ((0, {}), (10, {"cpu": 2, "tolist": 2})):
+        cfg = runner.compose(["model=deep_mlp", "tying=hidden", "train.steps=20", "train.val_every=0",
+                              "train.progress=off", f"log.every={every}", "log.hist_every=0"])  # fmt: skip
+        setup = prepare(cfg)
+        calls.clear()
+        run_loop(cfg, setup, RunWriter(tmp_path / f"tb{every}"), "off")
+        assert calls == expected, every  # one host copy per logging step, none otherwise

@@ -1,0 +1,72 @@
+"""StepStats against statistics computed by hand for one training step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import runner
+from runner.stats import StepStats
+
+
+def test_one_step_of_statistics_equals_hand_computation():
+    net = runner.build_model(runner.compose(["model=deep_mlp", "tying=hidden", "seed=2"]))
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    before = {n: p.detach().clone() for n, p in net.named_parameters(remove_duplicate=False)}
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    stats = StepStats(net, hist_bins=8)
+
+    stats.start(activations=True)
+    outputs = {}
+    handles = [net[i].register_forward_hook(lambda m, a, o, i=i: outputs.setdefault(i, []).append(o.detach()))
+               for i in range(7)]  # fmt: skip
+    loss = torch.nn.functional.mse_loss(net(x), y)
+    for handle in handles:
+        handle.remove()
+    optimizer.zero_grad()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters(remove_duplicate=False)}
+    stats.before_update(scalars=True, histograms=True)
+    optimizer.step()
+    record = stats.finish(scalars=True, histograms=True, extra={"loss/train": loss})
+    s = record.scalars
+
+    assert s["loss/train"] == pytest.approx(loss.item())
+    # Layer 2 and 4 are one module: its first call is "2", its second "4".
+    for path, out in (
+        ("1", outputs[1][0]),
+        ("2", outputs[2][0]),
+        ("4", outputs[2][1]),
+        ("5", outputs[5][0]),
+    ):
+        assert s[f"activations_mean/{path}"] == pytest.approx(out.mean().item(), abs=1e-7)
+        assert s[f"activations_std/{path}"] == pytest.approx(out.std().item(), rel=1e-6)
+    relu = outputs[1][0]
+    assert s["dead_relu/1"] == pytest.approx((relu <= 0).all(dim=0).float().mean().item())
+    assert "dead_relu/2" not in s  # only rectifiers have dead units
+    for name, param in net.named_parameters(remove_duplicate=False):
+        grad, old, new = grads[name], before[name], param.detach()
+        assert s[f"grads_norm/{name}"] == pytest.approx(grad.norm().item(), rel=1e-6)
+        if grad.numel() > 1:
+            assert s[f"grads_std/{name}"] == pytest.approx(grad.std().item(), rel=1e-5)
+            assert s[f"weights_std/{name}"] == pytest.approx(new.std().item(), rel=1e-5)
+        assert s[f"weights_norm/{name}"] == pytest.approx(new.norm().item(), rel=1e-6)
+        # ||dw|| / ||w before the step||
+        assert s[f"update_ratio/{name}"] == pytest.approx(
+            ((new - old).norm() / old.norm()).item(), rel=1e-5
+        )
+    assert s["grads_norm/2.weight"] == s["grads_norm/4.weight"]  # one tensor, two names
+
+    h = record.histograms["weights/0.weight"]
+    w = net[0].weight.detach()
+    assert (h.min, h.max, h.num) == pytest.approx((w.min().item(), w.max().item(), 32))
+    assert h.sum == pytest.approx(w.sum().item(), abs=1e-6)
+    assert h.sum_squares == pytest.approx(w.square().sum().item(), rel=1e-6)
+    width = (h.max - h.min) / 8
+    assert h.bucket_limits == pytest.approx(
+        [h.min + width * (k + 1) for k in range(8)]
+    )  # right edges
+    expected = torch.histc(w, bins=8, min=h.min, max=h.max)
+    assert h.bucket_counts == pytest.approx(expected.tolist())
+    g = record.histograms["grads/4.bias"]
+    assert g.sum == pytest.approx(grads["4.bias"].sum().item(), abs=1e-6)
