@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from runner.errors import ConfigError, one_of
+from runner.errors import ConfigError, is_number, one_of, require_int
 
 KINDS = ("regression", "classification", "teacher")
 DATA_KEYS = (
@@ -61,7 +61,7 @@ def make_data(
         raise ConfigError(f"{where}: kind must be one of {one_of(KINDS)}, got {kind!r}")
     n_train, n_val = _count(data_cfg, "n_train", where, 1), _count(data_cfg, "n_val", where, 0)
     noise = data_cfg.get("noise", 0.0)
-    if not _is_number(noise) or noise < 0:
+    if not is_number(noise) or noise < 0:
         raise ConfigError(f"{where}: noise must be a number >= 0, got {noise!r}")
     generator = torch.Generator(device).manual_seed(seed + DATA_SEED_OFFSET)
     n = n_train + n_val
@@ -76,14 +76,7 @@ def make_data(
 
 
 def _count(data_cfg: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
-    value = data_cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return require_int(data_cfg.get(key), f"{where}: {key}", minimum)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +90,7 @@ def _regression(data_cfg, x, noise, generator, where) -> torch.Tensor:
     if w is None:
         w = torch.randn((features, outputs), generator=generator, device=x.device)
     else:
-        if not isinstance(w, list) or not all(_is_number(v) for v in w):
+        if not isinstance(w, list) or not all(is_number(v) for v in w):
             raise ConfigError(f"{where}: true_w must be a list of numbers, got {w!r}")
         if len(w) != features or outputs != 1:
             raise ConfigError(
@@ -108,7 +101,7 @@ def _regression(data_cfg, x, noise, generator, where) -> torch.Tensor:
     b = data_cfg.get("true_b")
     if b is None:
         b = torch.randn((outputs,), generator=generator, device=x.device)
-    elif _is_number(b):
+    elif is_number(b):
         b = torch.full((outputs,), float(b), device=x.device)
     else:
         raise ConfigError(f"{where}: true_b must be a number or null, got {b!r}")
@@ -121,7 +114,7 @@ def _classification(data_cfg, sample_shape, n, generator, device, where):
     if data_cfg.get("out_features") != classes:
         raise ConfigError(f"{where}: out_features must equal n_classes ({classes})")
     spread = data_cfg.get("spread", 3.0)
-    if not _is_number(spread) or spread <= 0:
+    if not is_number(spread) or spread <= 0:
         raise ConfigError(f"{where}: spread must be a number > 0, got {spread!r}")
     centers = torch.randn((classes, *sample_shape), generator=generator, device=device) * spread
     y = torch.randint(0, classes, (n,), generator=generator, device=device)

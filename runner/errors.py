@@ -55,3 +55,21 @@ def exit_on_config_error(main: F) -> F:
             sys.exit(EXIT_CONFIG_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def is_number(value: object) -> bool:
+    """True for ints and floats; a bool is not a number in a config."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def require_int(value: object, label: str, minimum: int) -> int:
+    """`value` if it is an integer >= `minimum`, else a ConfigError naming `label`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return value

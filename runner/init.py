@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.errors import ConfigError, did_you_mean, one_of
+from runner.errors import ConfigError, did_you_mean, first_line, one_of
 from runner.layers import ALIASES
 from runner.schemes import SCHEMES
 
@@ -195,14 +195,9 @@ def apply_init(model: nn.Module, rules: list[InitRule]) -> dict[str, str]:
                 label = rule.scheme or "_target_"
                 raise ConfigError(
                     f"{rule.where}: {label} failed on {name} (shape {list(param.shape)}): "
-                    f"{_first_line(error)}"
+                    f"{first_line(error)}"
                 ) from error
     return {name: rule.describe() for name, rule in plan.items()}
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_fits(rule: InitRule, name: str, param: torch.Tensor, owner: nn.Module) -> None:

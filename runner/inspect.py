@@ -55,15 +55,13 @@ def _inspect(args: argparse.Namespace) -> None:
     from runner.builder import build
     from runner.config import compose
     from runner.device import resolve_device
-    from runner.errors import ConfigError
+    from runner.errors import require_int
     from runner.probe import example_input, record_calls
 
     cfg = compose(args.overrides, config_name="inspect", config_dir=args.config_dir)
     options = cfg.inspect
     for key in ("batch_size", "probe_batch"):  # BatchNorm needs two samples; so does a std
-        value = options.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ConfigError(f"inspect.{key} must be an integer >= 2, got {value!r}")
+        require_int(options.get(key), f"inspect.{key}", 2)
     param = _raw_param(args.overrides, options.param)
     built = build(cfg)
     device = resolve_device(cfg.device)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.errors import ConfigError, did_you_mean, one_of
+from runner.errors import ConfigError, did_you_mean, one_of, require_int
 from runner.layers import (
     ALIASES,
     constructor_parameters,
@@ -96,8 +96,7 @@ class _ArchitectureBuilder:
         repeat, name = entry.pop("repeat", 1), entry.pop("name", None)
         if (type_name is None) == (target is None):
             raise ConfigError(f"{where}: give exactly one of 'type' or '_target_'")
-        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-            raise ConfigError(f"{where}: repeat must be a positive integer, got {repeat!r}")
+        require_int(repeat, f"{where}: repeat", 1)
         if name is not None:
             name = str(name)
             if repeat > 1 and "{i}" not in name:

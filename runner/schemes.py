@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.errors import did_you_mean, one_of
+from runner.errors import did_you_mean, is_number, one_of
 
 NONLINEARITIES = (
     "linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
@@ -60,11 +60,6 @@ def register(name: str, min_dims: int = 0, max_dims: int | None = None, check=No
 
 
 # -- argument checks ------------------------------------------------------------------------
-
-
-def is_number(value: Any) -> bool:
-    """True for ints and floats (bools are not numbers in a config)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def resolve_gain(gain: Any) -> float:

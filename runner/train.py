@@ -24,7 +24,7 @@ from runner.builder import BuiltModel, build
 from runner.config import source, to_plain
 from runner.data import Dataset, make_data
 from runner.device import resolve_device
-from runner.errors import ConfigError
+from runner.errors import ConfigError, first_line, require_int
 from runner.stats import StepStats
 from runner.tensorboard import RunWriter
 from runner.tying import count_parameters
@@ -58,10 +58,7 @@ class Setup:
 
 
 def _integer(node: DictConfig, key: str, where: str, minimum: int) -> int:
-    value = node.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return require_int(node.get(key), f"{where}.{key}", minimum)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -93,12 +90,7 @@ def _instantiate(node: Any, where: str, *args: Any) -> Any:
         made = instantiate(node)
         return made(*args) if args else made
     except Exception as error:
-        raise ConfigError(f"{where}: {_first_line(error)}") from error
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+        raise ConfigError(f"{where}: {first_line(error)}") from error
 
 
 def prepare(cfg: DictConfig) -> Setup:
@@ -148,7 +140,7 @@ def _check_fit(model: nn.Module, data: Dataset, loss_fn: nn.Module, cfg: DictCon
             except Exception as error:
                 raise ConfigError(
                     f"{source(cfg, 'model')}: the model cannot take {source(cfg, 'data')}'s input "
-                    f"{tuple(data.x_train.shape[1:])} ({data.x_train.dtype}): {_first_line(error)}"
+                    f"{tuple(data.x_train.shape[1:])} ({data.x_train.dtype}): {first_line(error)}"
                 ) from error
             kind = data.kind
             expected = (cfg.data.n_classes,) if kind == "classification" else data.y_train.shape[1:]
@@ -163,7 +155,7 @@ def _check_fit(model: nn.Module, data: Dataset, loss_fn: nn.Module, cfg: DictCon
             except Exception as error:
                 raise ConfigError(
                     f"train.loss: {type(loss_fn).__name__} does not fit {kind} targets: "
-                    f"{_first_line(error)}"
+                    f"{first_line(error)}"
                 ) from error
             if value.dim() != 0:
                 raise ConfigError(f"train.loss: {type(loss_fn).__name__} must reduce to one number")

@@ -66,7 +66,7 @@ CASES = {
         ["model=no_layers"],
         ["model/no_layers.yaml", "unknown key 'layer'", "layers"],
     ),
-    "repeat zero": (["model=zero_repeat"], ["repeat must be a positive integer"]),
+    "repeat zero": (["model=zero_repeat"], ["repeat must be an integer >= 1, got 0"]),
     "size that does not fit": (
         ["model=misfit"],
         ["layers[0]", "does not accept an input of shape (2, 4)"],
