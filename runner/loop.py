@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -21,22 +22,30 @@ log = logging.getLogger("runner")
 BAR_REFRESH_STEPS = 50  # without logging, the bar reads the loss this often
 
 
-def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter, progress: str) -> None:
-    """Run `setup.steps` optimizer steps, writing statistics to `writer` as `cfg.log` says."""
+def run_loop(
+    cfg: DictConfig,
+    setup: Setup,
+    writer: RunWriter,
+    progress: str,
+    checkpoint: Callable[[int], None],
+) -> None:
+    """Run steps `setup.start_step + 1` to `setup.steps`, writing statistics to `writer` as
+    `cfg.log` says and calling `checkpoint(step)` every `train.checkpoint_every` steps."""
     model, data, optimizer = setup.model, setup.data, setup.optimizer
     batch, steps = cfg.train.batch_size, setup.steps
     every, hist_every = cfg.log.every, cfg.log.hist_every
     val_every, clip = cfg.train.val_every, cfg.train.get("grad_clip")
+    checkpoint_every, first = cfg.train.get("checkpoint_every", 0), setup.start_step + 1
     stats = StepStats(model, cfg.log.hist_bins) if (every or hist_every) else None
     per_epoch = data.n_train // batch
-    bar = _bar(steps) if progress == "bar" else None
+    bar = _bar(steps, setup.start_step) if progress == "bar" else None
     line_every = max(1, steps // 10)
     started = time.perf_counter()
     model.train()
     x_epoch = y_epoch = None
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         k = (step - 1) % per_epoch
-        if k == 0:  # a new epoch: one shuffle on the device, then batches are views
+        if k == 0 or step == first:  # an epoch starts (or resumes): one shuffle on the device
             setup.epoch_rng_state = setup.generator.get_state()  # host-side state: no sync
             order = torch.randperm(data.n_train, generator=setup.generator, device=setup.device)
             x_epoch, y_epoch = data.x_train[order], data.y_train[order]
@@ -67,6 +76,8 @@ def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter, progress: str) ->
             writer.record(step, record)
         if val_every and (step % val_every == 0 or step == steps):
             writer.scalar("loss/val", evaluate(setup, data.x_val, data.y_val), step)
+        if checkpoint_every and step % checkpoint_every == 0 and step != steps:
+            checkpoint(step)  # the final one is written after the loop
         if bar is not None:
             if shown_loss is None and step % BAR_REFRESH_STEPS == 0:
                 shown_loss = loss.item()
@@ -74,13 +85,13 @@ def run_loop(cfg: DictConfig, setup: Setup, writer: RunWriter, progress: str) ->
                 bar.set_postfix(loss=f"{shown_loss:.4g}", refresh=False)
             bar.update(1)
         elif progress == "lines" and (step % line_every == 0 or step == steps):
-            rate = step / max(time.perf_counter() - started, 1e-9)
+            rate = (step - first + 1) / max(time.perf_counter() - started, 1e-9)
             log.info("step %d/%d  loss %.6g  %.1f steps/s", step, steps, loss.item(), rate)
     if bar is not None:
         bar.close()
 
 
-def _bar(steps: int):
+def _bar(steps: int, done: int):
     from tqdm import tqdm
 
-    return tqdm(total=steps, unit="step", dynamic_ncols=True)
+    return tqdm(total=steps, initial=done, unit="step", dynamic_ncols=True)

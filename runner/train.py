@@ -55,6 +55,7 @@ class Setup:
     generator: torch.Generator  # the data stream: one shuffle per epoch
     progress: str  # "bar", "lines" or "off"
     epoch_rng_state: torch.Tensor | None = None  # the data stream before this epoch's shuffle
+    start_step: int = 0  # steps already done (a resumed run)
 
 
 def _integer(node: DictConfig, key: str, where: str, minimum: int) -> int:
@@ -67,6 +68,7 @@ def check_settings(cfg: DictConfig) -> None:
     _integer(train_cfg, "batch_size", "train", 1)
     _integer(train_cfg, "steps", "train", 0)
     _integer(train_cfg, "val_every", "train", 0)
+    _integer(train_cfg, "checkpoint_every", "train", 0)
     if train_cfg.get("epochs") is not None:
         _integer(train_cfg, "epochs", "train", 0)
     _integer(log_cfg, "every", "log", 0)
@@ -95,7 +97,11 @@ def _instantiate(node: Any, where: str, *args: Any) -> Any:
 
 def prepare(cfg: DictConfig) -> Setup:
     """Build the model, data, loss and optimizer on the chosen device, checking all of them."""
+    from runner.resume import load_checkpoint, restore
+
     check_settings(cfg)
+    resume = cfg.train.get("resume")
+    checkpoint = load_checkpoint(resume) if resume is not None else None
     batch_size = cfg.train.batch_size
     device = resolve_device(cfg.device)
     built = build(cfg)
@@ -124,8 +130,17 @@ def prepare(cfg: DictConfig) -> Setup:
     if cfg.optim.get("scheduler") is not None:
         scheduler = _instantiate(cfg.optim.scheduler, f"{optim_where}: scheduler", optimizer)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    return Setup(built, model, data, loss_fn, optimizer, scheduler, device, steps, generator,
-                 _progress_mode(cfg))  # fmt: skip
+    setup = Setup(built, model, data, loss_fn, optimizer, scheduler, device, steps, generator,
+                  _progress_mode(cfg))  # fmt: skip
+    if checkpoint is not None:
+        per_epoch = data.n_train // batch_size
+        setup.start_step = restore(setup, checkpoint, per_epoch, f"train.resume={resume}")
+        if setup.start_step > steps:
+            raise ConfigError(
+                f"train.resume={resume}: the checkpoint is at step {setup.start_step}, past "
+                f"train.steps={steps}"
+            )
+    return setup
 
 
 def _check_fit(model: nn.Module, data: Dataset, loss_fn: nn.Module, cfg: DictConfig) -> None:
@@ -197,9 +212,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     initial = {"train": evaluate(setup, data.x_train, data.y_train),
                "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
     _log_initial_state(cfg, setup, writer, initial)
+
+    def checkpoint(step: int) -> None:
+        artifacts.save_checkpoint(run_dir, _checkpoint(cfg, setup, step))
+
     started = time.perf_counter()
     try:
-        run_loop(cfg, setup, writer, setup.progress)
+        run_loop(cfg, setup, writer, setup.progress, checkpoint)
     except BaseException:
         writer.close()  # keep what was logged up to the failure
         raise
@@ -210,8 +229,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     metrics = {
         "initial_train_loss": initial["train"], "initial_val_loss": initial["val"],
         "final_train_loss": final["train"], "final_val_loss": final["val"],
-        "steps": setup.steps, "wall_time_s": wall,
-        "steps_per_s": setup.steps / wall if wall > 0 and setup.steps else 0.0,
+        "steps": setup.steps, "resumed_from_step": setup.start_step, "wall_time_s": wall,
+        "steps_per_s": (setup.steps - setup.start_step) / wall if wall > 0 else 0.0,
         "params_unique": unique, "params_total": total, "device": str(setup.device),
     }  # fmt: skip
     writer.text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}\n```")
@@ -219,7 +238,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     writer.hparams(hparams, {k: v for k, v in finals.items() if math.isfinite(v)}, setup.steps)
     writer.close()
     artifacts.save_model(run_dir, setup.model)
-    artifacts.save_checkpoint(run_dir, _checkpoint(cfg, setup))
+    checkpoint(setup.steps)
     artifacts.save_metrics(run_dir, metrics)
     return metrics
 
@@ -228,7 +247,7 @@ def _log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial
     """Step 0: the initialised weights (norms, stds, histograms) and the initial losses.
     No forward or backward runs for it, so training is the same with or without it."""
     scalars, histograms = bool(cfg.log.every), bool(cfg.log.hist_every)
-    if not (scalars or histograms):
+    if not (scalars or histograms) or setup.start_step:
         return
     record = StepStats(setup.model, cfg.log.hist_bins).finish(scalars, histograms, {})
     if scalars:
@@ -238,12 +257,12 @@ def _log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial
     writer.record(0, record)
 
 
-def _checkpoint(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
+def _checkpoint(cfg: DictConfig, setup: Setup, step: int) -> dict[str, Any]:
     return {
         "model": setup.model.state_dict(),
         "optimizer": setup.optimizer.state_dict(),
         "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
-        "step": setup.steps,
+        "step": step,
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else None,

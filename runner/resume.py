@@ -1,0 +1,61 @@
+"""Continuing a run from its checkpoint.pt (`train.resume=PATH`).
+
+A checkpoint holds the model, optimizer, scheduler, the step, and the RNG states,
+including the data stream as it was before the current epoch's shuffle, so the
+resumed run replays that epoch's order and ends with the same bits as a run that
+went straight through (on the same device).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from runner.errors import ConfigError, first_line
+
+if TYPE_CHECKING:
+    from runner.train import Setup
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "rng")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint.pt written by a run, or fail with one line saying what is wrong."""
+    where = f"train.resume={path}"
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, or unsafe content
+        raise ConfigError(
+            f"{where}: cannot read it as a checkpoint ({first_line(error)})"
+        ) from error
+    if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in CHECKPOINT_KEYS):
+        raise ConfigError(
+            f"{where}: not a runner checkpoint (it needs the keys {', '.join(CHECKPOINT_KEYS)})"
+        )
+    return checkpoint
+
+
+def restore(setup: Setup, checkpoint: dict[str, Any], per_epoch: int, where: str) -> int:
+    """Load `checkpoint` into `setup`; return the step it was taken at."""
+    try:
+        setup.model.load_state_dict(checkpoint["model"])
+        setup.optimizer.load_state_dict(checkpoint["optimizer"])
+        if setup.scheduler is not None and checkpoint["scheduler"] is not None:
+            setup.scheduler.load_state_dict(checkpoint["scheduler"])
+    except Exception as error:
+        raise ConfigError(
+            f"{where}: does not fit this config's model or optimizer ({first_line(error)})"
+        ) from error
+    step, rng = int(checkpoint["step"]), checkpoint["rng"]
+    torch.set_rng_state(rng["torch"])
+    if setup.device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    mid_epoch = step % per_epoch != 0 and rng.get("data_epoch_start") is not None
+    # Mid-epoch: rewind the data stream to before this epoch's shuffle, which the loop replays.
+    setup.generator.set_state(rng["data_epoch_start"] if mid_epoch else rng["data"])
+    return step

@@ -1,0 +1,99 @@
+"""An interrupted run, resumed from its checkpoint, ends with the bits of one that ran straight through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import runner
+import runner.train as train_module
+from runner.train import train
+
+# Dropout draws from the global RNG, Adam keeps state, 1000 // 64 = 15 steps an epoch:
+# the interruption at step 27 falls mid-epoch, so everything a checkpoint holds matters.
+COMMON = [
+    "model.layers=[{type: linear, out_features: 16}, relu, {type: dropout, p: 0.2}, {type: linear, out_features: 1}]",
+    "optim=adam", "train.batch_size=64", "train.steps=40", "train.progress=off", "train.val_every=0",
+    "log.every=0", "log.hist_every=0", "seed=5",
+    "optim.scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 7, gamma: 0.9}",
+]  # fmt: skip
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "model.pt", weights_only=True)
+
+
+def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch):
+    train(runner.compose(COMMON), tmp_path / "straight")
+
+    class Interrupted(Exception):
+        pass
+
+    def crash_at_27(module_loss):  # the loss runs once a step: fail in step 27
+        calls = {"n": 0}
+
+        def loss(*args):
+            calls["n"] += 1
+            if calls["n"] == 27:
+                raise Interrupted("pre-empted")
+            return module_loss(*args)
+
+        return loss
+
+    real_prepare = train_module.prepare
+
+    def prepare_that_crashes(cfg):
+        setup = real_prepare(cfg)
+        setup.loss_fn = crash_at_27(setup.loss_fn)
+        return setup
+
+    monkeypatch.setattr(train_module, "prepare", prepare_that_crashes)
+    with pytest.raises(Interrupted):
+        train(runner.compose([*COMMON, "train.checkpoint_every=10"]), tmp_path / "interrupted")
+    monkeypatch.setattr(train_module, "prepare", real_prepare)
+    checkpoint = torch.load(tmp_path / "interrupted" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 20 and not (tmp_path / "interrupted" / "model.pt").exists()
+
+    metrics = train(
+        runner.compose([*COMMON, f"train.resume={tmp_path / 'interrupted' / 'checkpoint.pt'}"]),
+        tmp_path / "resumed",
+    )
+    assert metrics["resumed_from_step"] == 20 and metrics["steps"] == 40
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert list(straight) == list(resumed)
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_resume_at_an_epoch_boundary(tmp_path):
+    short = [c for c in COMMON if not c.startswith("train.steps")]
+    train(runner.compose([*short, "train.steps=30"]), tmp_path / "first")  # 30 = 2 epochs of 15
+    train(runner.compose([*short, "train.steps=45"]), tmp_path / "straight")
+    resume = f"train.resume={tmp_path / 'first' / 'checkpoint.pt'}"
+    train(runner.compose([*short, "train.steps=45", resume]), tmp_path / "resumed")
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(None, "no such file"), (b"not a checkpoint", "cannot read it as a checkpoint"),
+     ("foreign", "not a runner checkpoint"), ("truncated", "cannot read it as a checkpoint"),
+     ("other model", "does not fit this config's model")],
+)  # fmt: skip
+def test_bad_resume_paths_are_clear_errors(tmp_path, content, words):
+    path = tmp_path / "checkpoint.pt"
+    if content == "foreign":
+        torch.save({"weights": torch.zeros(2)}, path)
+    elif content in ("truncated", "other model"):
+        train(runner.compose(["train.steps=3", "train.progress=off"]), tmp_path / "run")
+        data = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2] if content == "truncated" else data)
+    elif content is not None:
+        path.write_bytes(content)
+    overrides = [f"train.resume={path}", "train.progress=off"]
+    if content == "other model":
+        overrides.append("model=deep_mlp")
+    with pytest.raises(runner.ConfigError, match=words):
+        train(runner.compose(overrides), tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "model.pt").exists()
