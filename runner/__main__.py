@@ -1,18 +1,22 @@
 """`python -m runner [overrides]`: train the composed config and log every layer to TensorBoard.
 
-The run's files go to Hydra's run dir: .hydra/, tb/, model.pt, checkpoint.pt, metrics.json.
+The run's files go to Hydra's run dir: .hydra/, run.json, tb/, model.pt, checkpoint.pt,
+metrics.json. With `-m` (multirun) each job records how it ended and the sweep dir gets
+summary.csv and summary.md; a failing job does not stop the others.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from runner.config import CONF_DIR, attach_choices, check_resolves
-from runner.errors import exit_on_config_error
+from runner.errors import exit_on_user_error, first_line
 
 log = logging.getLogger("runner")
 
@@ -21,11 +25,16 @@ log = logging.getLogger("runner")
 def main(cfg: DictConfig) -> None:
     """Train one job; a bad config prints one line and exits with code 2."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     attach_choices(cfg, hydra_cfg.runtime.choices)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    metrics = exit_on_config_error(_checked_train)(cfg, run_dir)
+    facts = {"overrides": list(hydra_cfg.overrides.task), "config_dir": _config_dir(hydra_cfg)}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        _sweep_job(cfg, run_dir, Path(hydra_cfg.sweep.dir), facts, hydra_cfg)
+        return
+    metrics = exit_on_user_error(_checked_train)(cfg, run_dir, facts)
     log.info(
         "loss train %.6g -> %.6g, val %.6g -> %.6g (%d steps, %.1f steps/s on %s)",
         metrics["initial_train_loss"], metrics["final_train_loss"],
@@ -36,11 +45,45 @@ def main(cfg: DictConfig) -> None:
     print(f"tensorboard --logdir {run_dir / 'tb'}")
 
 
-def _checked_train(cfg: DictConfig, run_dir: Path) -> dict:
+def _checked_train(cfg: DictConfig, run_dir: Path, facts: dict[str, Any]) -> dict:
     from runner.train import train
 
     check_resolves(cfg)
-    return train(cfg, run_dir)
+    return train(cfg, run_dir, facts)
+
+
+def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hydra_cfg) -> None:
+    """One job of a multirun: any failure is recorded, not raised, so the sweep goes on."""
+    from runner.sweep import record_job
+
+    _cap_threads(hydra_cfg)
+    try:
+        metrics = _checked_train(cfg, run_dir, facts)
+    except Exception as error:  # noqa: BLE001 (the job's failure is its result)
+        log.error("job %s failed: %s", run_dir.name, first_line(error))
+        record_job(run_dir, sweep_dir, facts["overrides"], "failed", first_line(error))
+        return
+    record_job(run_dir, sweep_dir, facts["overrides"], "ok", metrics=metrics)
+
+
+def _config_dir(hydra_cfg) -> str | None:
+    """The folder given with --config-dir, if any (reproduce passes it on)."""
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line" and str(source.path).startswith("file://"):
+            return str(source.path).removeprefix("file://")
+    return None
+
+
+def _cap_threads(hydra_cfg) -> None:
+    """Under a parallel launcher (joblib), N jobs share the cores: each gets cores // N threads."""
+    import torch
+
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    if n_jobs is None:
+        return
+    cores = os.cpu_count() or 1
+    parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 is all cores
+    torch.set_num_threads(max(1, cores // parallel))
 
 
 if __name__ == "__main__":

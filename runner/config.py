@@ -32,6 +32,9 @@ def _find_conf_dir() -> Path:
 
 CONF_DIR = _find_conf_dir()
 
+# Sweep job dirs are named from their overrides; a "/" in a value would nest folders.
+OmegaConf.register_new_resolver("path_safe", lambda text: str(text).replace("/", "_"), replace=True)
+
 
 def compose(
     overrides: Sequence[str] = (),

@@ -1,8 +1,9 @@
 """User-facing errors: one line naming the file, the key and what would be valid.
 
-Everything a user can get wrong in a config raises `ConfigError`; the command-line
-entry points turn it into a single line on stderr and a non-zero exit code, with no
-traceback unless HYDRA_FULL_ERROR=1 (Hydra's own switch, so users learn one knob).
+Everything a user can get wrong in a config raises `ConfigError` (a `UserError`); the
+command-line entry points turn a UserError into a single line on stderr and a non-zero
+exit code, with no traceback unless HYDRA_FULL_ERROR=1 (Hydra's own switch, so users
+learn one knob).
 """
 
 from __future__ import annotations
@@ -14,13 +15,23 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-EXIT_CONFIG_ERROR = 2
-
 F = TypeVar("F", bound=Callable[..., object])
 
 
-class ConfigError(Exception):
+class UserError(Exception):
+    """Something the user can fix; the command line shows its one-line message, no traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(UserError):
     """A config or argument the user wrote is wrong; the message says where and what is valid."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run saves no model that could pass for a result."""
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
@@ -41,18 +52,19 @@ def full_error_requested() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def exit_on_config_error(main: F) -> F:
-    """Wrap a command's main so a ConfigError prints one line and exits with code 2."""
+def exit_on_user_error(main: F) -> F:
+    """Wrap a command's main so a UserError prints one line and exits with its code
+    (2 for a bad config, 1 for a diverged run)."""
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return main(*args, **kwargs)
-        except ConfigError as error:
+        except UserError as error:
             if full_error_requested():
                 raise
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(EXIT_CONFIG_ERROR)
+            sys.exit(error.exit_code)
 
     return wrapper  # type: ignore[return-value]
 

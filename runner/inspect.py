@@ -43,9 +43,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Compose, build and print; a bad config prints one line and exits with code 2."""
-    from runner.errors import exit_on_config_error
+    from runner.errors import exit_on_user_error
 
-    exit_on_config_error(_inspect)(parse_args(argv))
+    exit_on_user_error(_inspect)(parse_args(argv))
 
 
 def _inspect(args: argparse.Namespace) -> None:

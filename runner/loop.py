@@ -8,12 +8,14 @@ most ten times a run, the bar only on steps that log or every 50 steps).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
 
+from runner.errors import TrainingDiverged
 from runner.stats import StepStats
 from runner.tensorboard import RunWriter
 from runner.train import Setup, evaluate
@@ -73,6 +75,12 @@ def run_loop(
             if scalars:
                 record.scalars["lr"] = lr
                 shown_loss = record.scalars["loss/train"]
+                if not math.isfinite(shown_loss):  # seen for free: the value is on the host
+                    writer.record(step, record)
+                    raise TrainingDiverged(
+                        f"training diverged: the loss is {shown_loss} at step {step} "
+                        "(a smaller optim.optimizer.lr or train.grad_clip may help)"
+                    )
             writer.record(step, record)
         if val_every and (step % val_every == 0 or step == steps):
             writer.scalar("loss/val", evaluate(setup, data.x_val, data.y_val), step)

@@ -24,7 +24,7 @@ from runner.builder import BuiltModel, build
 from runner.config import source, to_plain
 from runner.data import Dataset, make_data
 from runner.device import resolve_device
-from runner.errors import ConfigError, first_line, require_int
+from runner.errors import ConfigError, TrainingDiverged, first_line, is_number, require_int
 from runner.stats import StepStats
 from runner.tensorboard import RunWriter
 from runner.tying import count_parameters
@@ -75,9 +75,7 @@ def check_settings(cfg: DictConfig) -> None:
     _integer(log_cfg, "hist_every", "log", 0)
     _integer(log_cfg, "hist_bins", "log", 1)
     clip = train_cfg.get("grad_clip")
-    if clip is not None and (
-        not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip <= 0
-    ):
+    if clip is not None and (not is_number(clip) or clip <= 0):
         raise ConfigError(f"train.grad_clip must be a number > 0 or null, got {clip!r}")
     if train_cfg.get("progress", "auto") not in PROGRESS_MODES:
         raise ConfigError(
@@ -200,12 +198,19 @@ def hparams_of(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
             "steps": setup.steps, "params_unique": unique, "params_total": total}  # fmt: skip
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train as `cfg` says; write tb/, model.pt, checkpoint.pt and metrics.json into `run_dir`."""
+def train(
+    cfg: DictConfig, run_dir: Path, provenance: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train as `cfg` says; write run.json, tb/, model.pt, checkpoint.pt and metrics.json
+    into `run_dir`. `provenance` (overrides, config_dir) goes into run.json.
+    Raises TrainingDiverged, saving no model, if the loss becomes NaN or infinite."""
     from runner.loop import run_loop
+    from runner.provenance import record_run
 
     setup = prepare(cfg)
     log.info("device: %s", setup.device)
+    record_run(run_dir, **(provenance or {}), seed=cfg.seed, device=str(setup.device),
+               threads=torch.get_num_threads(), choices=dict(cfg.choices))  # fmt: skip
     hparams = hparams_of(cfg, setup)
     writer = RunWriter(run_dir / "tb")  # opens its event file on the first write only
     data = setup.data
@@ -225,6 +230,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - started
     final = {"train": evaluate(setup, data.x_train, data.y_train),
              "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
+    if not math.isfinite(final["train"]):
+        writer.close()
+        raise TrainingDiverged(
+            f"training diverged: the final train loss is {final['train']} "
+            "(a smaller optim.optimizer.lr or train.grad_clip may help)"
+        )
     unique, total = count_parameters(setup.model)
     metrics = {
         "initial_train_loss": initial["train"], "initial_val_loss": initial["val"],

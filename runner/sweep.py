@@ -1,0 +1,105 @@
+"""Sweeps: each job records how it ended; the sweep keeps summary.csv and summary.md current.
+
+A job of a multirun catches its own failure (a bad config, a diverging loss, any
+error), writes `job.json` and goes back to Hydra as done, so the other jobs run on.
+Every job that ends rewrites the summary from all the `job.json` files there are;
+at the end `SweepSummary` (a Hydra callback) writes it once more, prints it, and
+exits non-zero when any job failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from runner.artifacts import json_safe, write_atomic
+
+JOB_FILE = "job.json"
+SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
+COLUMNS = ("job", "status", "final_train_loss", "final_val_loss", "wall_time_s", "steps_per_s",
+           "overrides", "error")  # fmt: skip
+
+
+def record_job(
+    job_dir: Path,
+    sweep_dir: Path,
+    overrides: list[str],
+    status: str,
+    error: str | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Write this job's job.json, then the sweep's summary with every job that has ended."""
+    metrics = metrics or {}
+    row = {
+        "job": job_dir.name,
+        "status": status,
+        **{key: metrics.get(key) for key in COLUMNS[2:6]},
+        "overrides": " ".join(overrides),
+        "error": error,
+    }
+    text = json.dumps(json_safe(row), indent=2)
+    write_atomic(job_dir / JOB_FILE, lambda f: f.write(text), binary=False)
+    write_summary(sweep_dir)
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The job.json rows of every job of the sweep that has ended, by job name."""
+    rows = []
+    for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a job writing its file right now; the next summary has it
+    return rows
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rewrite summary.csv and summary.md from the jobs that have ended; return their rows."""
+    rows = collect(sweep_dir)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_text, md_text = table.getvalue(), markdown(rows)
+    write_atomic(sweep_dir / SUMMARY_CSV, lambda f: f.write(csv_text), binary=False)
+    write_atomic(sweep_dir / SUMMARY_MD, lambda f: f.write(md_text), binary=False)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The summary as a markdown table, numbers to 4 significant digits."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: the final summary, printed; exit code 1 if any job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        rows = write_summary(sweep_dir)
+        print(markdown(rows), end="")
+        print(f"summary: {sweep_dir / SUMMARY_MD}")
+        print(f"tensorboard --logdir {sweep_dir}")
+        failed = [row for row in rows if row["status"] != "ok"]
+        if failed:
+            print(f"{len(failed)} of {len(rows)} jobs failed", file=sys.stderr)
+            sys.exit(1)
