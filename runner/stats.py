@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from runner.probe import layer_paths
+from runner.probe import LayerCall, layer_paths
 
 # Modules whose zero outputs mean a unit is off (a "dead" unit never turns on in a batch).
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
@@ -41,6 +41,21 @@ class StepRecord:
 
     scalars: dict[str, float] = field(default_factory=dict)
     histograms: dict[str, Histogram] = field(default_factory=dict)
+
+
+def activation_stats(
+    path: str, module: nn.Module, output: torch.Tensor
+) -> tuple[list[str], torch.Tensor]:
+    """Tags and values of one layer call: activation mean and std, and for a rectifier the
+    fraction of dead units (units that are never positive across the batch)."""
+    out = output.detach().float()
+    values = [out.mean(), out.std() if out.numel() > 1 else out.new_zeros(())]
+    tags = [f"activations_mean/{path}", f"activations_std/{path}"]
+    if isinstance(module, RECTIFIERS):
+        flat = out.reshape(out.shape[0], -1)
+        values.append((flat <= 0).all(dim=0).float().mean())
+        tags.append(f"dead_relu/{path}")
+    return tags, torch.stack(values)
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
@@ -90,18 +105,16 @@ class StepStats:
             index = calls.get(id(module), 0)
             calls[id(module)] = index + 1
             where = places[id(module)]
-            path = where[min(index, len(where) - 1)]
-            out = output.detach().float()
-            values = [out.mean(), out.std() if out.numel() > 1 else out.new_zeros(())]
-            tags = [f"activations_mean/{path}", f"activations_std/{path}"]
-            if isinstance(module, RECTIFIERS):
-                flat = out.reshape(out.shape[0], -1)
-                values.append((flat <= 0).all(dim=0).float().mean())
-                tags.append(f"dead_relu/{path}")
-            self._parts.append((tags, torch.stack(values)))
+            self._parts.append(activation_stats(where[min(index, len(where) - 1)], module, output))
 
         unique = {id(m): m for _, m in self.layers}.values()
         self._handles = [m.register_forward_hook(hook) for m in unique]
+
+    def add_calls(self, calls: list[LayerCall]) -> None:
+        """Activation statistics of layer calls recorded elsewhere (the probe at step 0)."""
+        for call in calls:
+            if call.output.is_floating_point():
+                self._parts.append(activation_stats(call.path, call.module, call.output))
 
     def before_update(self, scalars: bool, histograms: bool) -> None:
         """After backward: gradient statistics and histograms; snapshot weights for ‖Δw‖."""

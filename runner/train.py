@@ -255,12 +255,18 @@ def train(
 
 
 def _log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial: dict) -> None:
-    """Step 0: the initialised weights (norms, stds, histograms) and the initial losses.
-    No forward or backward runs for it, so training is the same with or without it."""
+    """Step 0: the initialised weights (norms, stds, histograms), the initial losses, and the
+    activations of the first batch (the signal at init). The forward pass runs on a copy
+    with the RNG put back, so training is the same with or without it."""
+    from runner.probe import record_calls
+
     scalars, histograms = bool(cfg.log.every), bool(cfg.log.hist_every)
     if not (scalars or histograms) or setup.start_step:
         return
-    record = StepStats(setup.model, cfg.log.hist_bins).finish(scalars, histograms, {})
+    stats = StepStats(setup.model, cfg.log.hist_bins)
+    if scalars:
+        stats.add_calls(record_calls(setup.model, setup.data.x_train[: cfg.train.batch_size]))
+    record = stats.finish(scalars, histograms, {})
     if scalars:
         record.scalars["loss/train"] = initial["train"]
         if cfg.train.val_every and math.isfinite(initial["val"]):

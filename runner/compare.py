@@ -1,0 +1,277 @@
+"""`python -m runner.compare DIR... [--out DIR]`: compare runs from their TensorBoard event files.
+
+DIR is a run dir or a sweep dir (its job dirs are the runs). Prints a table with a row
+per run (final losses, steps to reach a loss threshold) and a per-layer table with the
+runs side by side (gradient norm and weight std at the first and last logged steps),
+and writes three PNGs: loss curves, per-layer gradient norm grouped by tying (tied vs
+untied), and per-layer activation std at init and at the end grouped by init scheme
+(the signal-propagation picture). Groups average their runs (e.g. over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  python -m runner.compare multirun/2026-11-22/10-00-00            # every job of a sweep
+  python -m runner.compare outputs/a outputs/b --out /tmp/plots --threshold 0.01
+"""
+PLOTS = ("loss.png", "grad_norm_by_layer.png", "activation_std_by_layer.png")
+
+
+@dataclass
+class Run:
+    """One run's scalar series, read from its tb/ folder."""
+
+    label: str
+    path: Path
+    choices: dict[str, str]
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    status: str = "unfinished"  # ok, failed (its job.json says), or unfinished
+    metrics: dict = field(default_factory=dict)  # metrics.json of a finished run
+
+    def last(self, tag: str) -> float | None:
+        """The last logged value of `tag`, or None."""
+        values = self.series.get(tag)
+        return values[-1][1] if values else None
+
+    def at(self, tag: str, step: int) -> float | None:
+        """The value of `tag` at `step`, or None."""
+        return dict(self.series.get(tag, [])).get(step)
+
+    def layers(self, prefix: str) -> list[str]:
+        """The names under `prefix/`, in layer order ("2" before "10")."""
+        names = [t.split("/", 1)[1] for t in self.series if t.startswith(prefix + "/")]
+        return sorted(names, key=_natural)
+
+
+def _natural(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def find_runs(folders: Sequence[Path]) -> list[Run]:
+    """Every run under the folders given: a folder with tb/ is a run, else its children are."""
+    from runner.errors import ConfigError
+
+    runs = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"{folder}: no such folder")
+        if (folder / "tb").is_dir():
+            candidates = [folder]
+        else:
+            candidates = sorted(p for p in folder.iterdir() if (p / "tb").is_dir())
+        found = [run for run in (_load(path, path.name) for path in candidates) if run.series]
+        if not found:
+            raise ConfigError(f"{folder}: no TensorBoard event files (no run dir with tb/ in it)")
+        runs += found
+    _shorten_labels(runs)
+    return runs
+
+
+def _shorten_labels(runs: list[Run]) -> None:
+    """Sweep job names repeat the overrides all jobs share; keep the parts that differ."""
+    parts = [run.label.split(",") for run in runs]
+    if len(runs) < 2 or not all(len(p) == len(parts[0]) for p in parts):
+        return
+    common = set(parts[0]).intersection(*parts[1:])
+    for run, items in zip(runs, parts, strict=True):
+        kept = [item for item in items if item not in common]
+        run.label = ",".join(kept) or run.label
+
+
+def _load(path: Path, label: str) -> Run:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(path / "tb"), size_guidance={"scalars": 0, "histograms": 1})
+    accumulator.Reload()
+    series = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+              for tag in accumulator.Tags()["scalars"]}  # fmt: skip
+    record = path / "run.json"
+    choices = json.loads(record.read_text()).get("choices", {}) if record.is_file() else {}
+    run = Run(label, path, choices, series)
+    if (path / "metrics.json").is_file():
+        run.metrics, run.status = json.loads((path / "metrics.json").read_text()), "ok"
+    if (path / "job.json").is_file():
+        run.status = json.loads((path / "job.json").read_text()).get("status", run.status)
+    return run
+
+
+def summary_table(runs: list[Run], threshold: float) -> str:
+    """One row per run: status, final losses (metrics.json, evaluated on the whole splits)
+    and the first logged step with loss/train <= threshold."""
+    from tabulate import tabulate
+
+    rows = []
+    for run in runs:
+        reached = next((s for s, v in run.series.get("loss/train", []) if v <= threshold), None)
+        rows.append([run.label, run.status, run.metrics.get("final_train_loss"),
+                     run.metrics.get("final_val_loss"), reached])  # fmt: skip
+    headers = ["run", "status", "final train loss", "final val loss",
+               f"steps to loss/train <= {threshold:.4g}"]  # fmt: skip
+    return tabulate(rows, headers, floatfmt=".4g", disable_numparse=[0], missingval="-")
+
+
+def layer_table(runs: list[Run], steps: Sequence[int] | None = None) -> str:
+    """Per parameter, the runs side by side: gradient norm and weight std at each chosen step
+    (the last logged step at or before it; default: each run's last logged step)."""
+    from tabulate import tabulate
+
+    names = sorted({n for run in runs for n in run.layers("grads_norm")}, key=_natural)
+    headers, columns = ["parameter"], []
+    for run in runs:
+        logged = [s for s, _ in run.series.get(f"grads_norm/{names[0]}", [])] if names else []
+        for wanted in steps or [logged[-1] if logged else 0]:
+            step = max((s for s in logged if s <= wanted), default=None)
+            if step is not None:
+                headers += [f"{run.label}\n|grad| @{step}", f"{run.label}\nstd(w) @{step}"]
+                columns.append((run, step))
+    rows = []
+    for name in names:
+        row: list = [name]
+        for run, step in columns:
+            row += [run.at(f"grads_norm/{name}", step), run.at(f"weights_std/{name}", step)]
+        rows.append(row)
+    return tabulate(rows, headers, floatfmt=".3g", disable_numparse=[0], missingval="-")
+
+
+def plot(runs: list[Run], out: Path) -> list[Path]:
+    """Write the three PNGs into `out`; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        for axis, tag in zip(axes, ("loss/train", "loss/val"), strict=True):
+            points = run.series.get(tag, [])
+            if points:
+                axis.plot(*zip(*points, strict=True), label=run.label, linewidth=1)
+    for axis, title in zip(axes, ("train loss", "validation loss"), strict=True):
+        axis.set(title=title, xlabel="step")
+        _log_scale_if_positive(axis)
+    axes[0].legend(fontsize=7)
+    written.append(_save(figure, out / PLOTS[0]))
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    _layer_lines(axis, runs, "grads_norm", group="tying", at="mean")
+    axis.set(title="gradient norm per parameter (mean over logged steps), by tying",
+             ylabel="‖grad‖")  # fmt: skip
+    _log_scale_if_positive(axis)
+    written.append(_save(figure, out / PLOTS[1]))
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    _layer_lines(axis, runs, "activations_std", group="init", at="first", style="--", legend=False)
+    _layer_lines(axis, runs, "activations_std", group="init", at="last", style="-")
+    axis.set(title="activation std per layer: at init (dashed) and at the end (solid), by init",
+             ylabel="std of the layer's output")  # fmt: skip
+    _log_scale_if_positive(axis)
+    written.append(_save(figure, out / PLOTS[2]))
+    return written
+
+
+def _layer_lines(axis, runs: list[Run], prefix: str, group: str, at: str, style: str = "-",
+                 legend: bool = True) -> None:  # fmt: skip
+    """One line per value of `group` (e.g. each init scheme): the mean over its runs, per layer.
+    Values that are not finite (a diverged run) are left out of the mean."""
+    import math
+
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.choices.get(group, run.label), []).append(run)
+    names = sorted({n for run in runs for n in run.layers(prefix)}, key=_natural)
+    for index, (label, members) in enumerate(sorted(groups.items())):
+        means = []
+        for name in names:
+            values = [_pick(run.series.get(f"{prefix}/{name}", []), at) for run in members]
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            means.append(sum(values) / len(values) if values else float("nan"))
+        axis.plot(range(len(names)), means, style, marker="o", markersize=3, color=f"C{index}",
+                  label=f"{group}={label}" if legend else None)  # fmt: skip
+    axis.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
+    axis.set_xlabel("layer" if prefix.startswith("activations") else "parameter")
+    axis.legend(fontsize=7)
+
+
+def _log_scale_if_positive(axis) -> None:
+    """Log scale (values span decades) unless no line has a positive value to show."""
+    import math
+
+    values = [y for line in axis.get_lines() for y in line.get_ydata()]
+    if any(isinstance(y, float) and math.isfinite(y) and y > 0 for y in map(float, values)):
+        axis.set_yscale("log", nonpositive="mask")
+
+
+def _pick(points: list[tuple[int, float]], at: str) -> float | None:
+    if not points:
+        return None
+    if at == "first":
+        return points[0][1]
+    if at == "last":
+        return points[-1][1]
+    return sum(v for _, v in points) / len(points)
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """DIR... plus --out and --threshold."""
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.compare",
+        description="Compare runs (run dirs or sweep dirs) from their TensorBoard event files.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs")
+    parser.add_argument("--out", type=Path, help="folder for the PNGs (default: FIRST_DIR/compare)")
+    parser.add_argument(
+        "--steps", type=lambda text: [int(s) for s in text.split(",")],
+        help="steps for the per-layer table, e.g. 0,100,1000 (default: each run's last)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threshold", type=float,
+        help="loss for 'steps to reach'; default: 1.1 x the best final train loss of the runs",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Read, print the tables, write the plots."""
+    from runner.errors import exit_on_user_error
+
+    exit_on_user_error(_compare)(parse_args(argv))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    runs = find_runs(args.dirs)
+    finals = [run.metrics["final_train_loss"] for run in runs
+              if isinstance(run.metrics.get("final_train_loss"), float)]  # fmt: skip
+    threshold = args.threshold if args.threshold is not None else 1.1 * min(finals, default=0.0)
+    print(summary_table(runs, threshold))
+    print()
+    print(layer_table(runs, args.steps))
+    out = args.out or args.dirs[0] / "compare"
+    for path in plot(runs, out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
