@@ -1,0 +1,171 @@
+"""Sweeps, compare and reproduce, run as a user runs them (subprocesses, real Hydra launchers)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from conftest import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import runner
+
+TINY = ["train.steps=12", "train.val_every=6", "log.every=3", "log.hist_every=6", "model=deep_mlp"]
+
+
+def sweep(tmp_path, name: str, *overrides: str):
+    """Run `python -m runner -m ...` into tmp_path/name; return (result, sweep dir)."""
+    folder = tmp_path / name
+    result = run_cli("runner", "-m", *TINY, *overrides, f"hydra.sweep.dir={folder}", cwd=tmp_path)
+    return result, folder
+
+
+def summary_rows(folder) -> list[dict]:
+    with open(folder / "summary.csv") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A finished 2 inits x 2 tyings sweep, shared by the tests that read it."""
+    tmp_path = tmp_path_factory.mktemp("grid")
+    return sweep(tmp_path, "grid", "init=default,xavier", "tying=none,hidden")
+
+
+@pytest.mark.slow
+def test_multirun_job_dirs_summary_and_tensorboard_names(grid):
+    result, folder = grid
+    assert result.returncode == 0, result.stderr
+    names = {"init=default,tying=none", "init=default,tying=hidden", "init=xavier,tying=none",
+             "init=xavier,tying=hidden"}  # fmt: skip
+    jobs = {p.name for p in folder.iterdir() if p.is_dir()}
+    assert len(jobs) == 4
+    for name in names:  # each job dir is named by all of its overrides, "k=v" joined by ","
+        assert sum(set(name.split(",")) <= set(job.split(",")) for job in jobs) == 1, name
+    assert all("model=deep_mlp" in job.split(",") and "/" not in job for job in jobs)
+    rows = summary_rows(folder)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert {" ".join(sorted(o for o in r["overrides"].split() if o.startswith(("init=", "tying="))))
+            for r in rows} == {" ".join(sorted(n.split(","))) for n in names}  # fmt: skip
+    assert all(float(r["final_train_loss"]) > 0 and float(r["steps_per_s"]) > 0 for r in rows)
+    assert (folder / "summary.md").read_text().startswith("| job | status |")
+    assert f"summary: {folder / 'summary.md'}" in result.stdout
+    for job in jobs:  # tensorboard --logdir <sweep dir> lists "<job>/tb" runs with per-layer tags
+        accumulator = EventAccumulator(str(folder / job / "tb"))
+        accumulator.Reload()
+        assert "grads_norm/2.weight" in accumulator.Tags()["scalars"]
+        record = json.loads((folder / job / "run.json").read_text())
+        assert record["choices"]["model"] == "deep_mlp" and record["versions"]["torch"]
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    result, folder = sweep(tmp_path, "failing", "optim.optimizer.lr=0.01,1e12")
+    assert result.returncode == 1
+    assert "1 of 2 jobs failed" in result.stderr
+    rows = {next(o for o in r["overrides"].split() if o.startswith("optim.")): r
+            for r in summary_rows(folder)}  # fmt: skip
+    assert rows["optim.optimizer.lr=0.01"]["status"] == "ok"
+    failed = next(row for key, row in rows.items() if key != "optim.optimizer.lr=0.01")
+    assert failed["status"] == "failed" and "training diverged" in failed["error"]
+    failed_dir = folder / failed["job"]
+    assert not (failed_dir / "model.pt").exists() and not (failed_dir / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_caps_threads_per_job(tmp_path):
+    result, folder = sweep(
+        tmp_path, "joblib", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(folder)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    import os
+
+    for job in (p for p in folder.iterdir() if p.is_dir()):
+        threads = json.loads((job / "run.json").read_text())["threads"]
+        assert threads == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(tmp_path):
+    result, folder = sweep(tmp_path, "submitit", "hydra/launcher=submitit_local", "seed=0,1")
+    assert result.returncode == 0, result.stderr
+    assert {r["status"] for r in summary_rows(folder)} == {"ok"} and len(summary_rows(folder)) == 2
+
+
+@pytest.mark.slow
+def test_experiment_shared_vs_unshared_runs_its_own_sweep(tmp_path):
+    result, folder = sweep(tmp_path, "experiment", "experiment=shared_vs_unshared", "train.steps=4")
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(folder)
+    assert len(rows) == 6  # tying none,hidden x seed 0,1,2
+    assert all(" tying=" in f" {r['overrides']}" and " seed=" in f" {r['overrides']}" for r in rows)
+
+
+def test_init_sweep_experiment_composes():
+    cfg = runner.compose(["experiment=init_sweep"])
+    assert cfg.choices.model == "deep_relu" and cfg.choices.data == "teacher"
+    assert cfg.model.depth == 10 and cfg.train.steps == 300
+
+
+@pytest.mark.slow
+def test_compare_on_a_sweep_prints_tables_and_writes_plots(grid, tmp_path):
+    _, folder = grid
+    out = tmp_path / "plots"
+    result = run_cli("runner.compare", str(folder), "--out", str(out), "--steps", "6,12")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "status", "final"]
+    assert any(line.startswith("init=xavier,tying=hidden ") and " ok " in line for line in lines)
+    assert any(line.startswith("2.weight ") for line in lines)
+    assert "|grad| @6" in result.stdout and "std(w) @12" in result.stdout
+    for name in ("loss.png", "grad_norm_by_layer.png", "activation_std_by_layer.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+
+
+def test_compare_on_a_folder_without_event_files_is_a_clear_error(tmp_path, capsys):
+    from runner.compare import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no TensorBoard event files" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reproduce_a_run_prints_identical_and_finds_a_difference(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_cli("runner", f"hydra.run.dir={run_dir}", "model=deep_mlp", "tying=hidden",
+                    "init=xavier", "train.steps=30", cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    result = run_cli("runner.reproduce", str(run_dir), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "identical: final metrics and weights" in result.stdout
+    assert (tmp_path / "run.reproduced" / "model.pt").is_file()
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run_dir, tampered)
+    metrics = json.loads((tampered / "metrics.json").read_text())
+    metrics["final_train_loss"] = 123.0
+    (tampered / "metrics.json").write_text(json.dumps(metrics))
+    result = run_cli(
+        "runner.reproduce", str(tampered), "--out", str(tmp_path / "again"), cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "different:" in result.stdout and "final_train_loss: 123.0 ->" in result.stdout
+
+    result = run_cli("runner.reproduce", str(tampered), "--out", str(tmp_path / "again"))
+    assert result.returncode == 2 and "already holds files" in result.stderr
+
+
+def test_reproduce_on_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from runner.reproduce import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "not a finished run (missing run.json" in capsys.readouterr().err
