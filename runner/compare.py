@@ -201,7 +201,8 @@ def _layer_lines(axis, runs: list[Run], prefix: str, group: str, at: str, style:
                   label=f"{group}={label}" if legend else None)  # fmt: skip
     axis.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
     axis.set_xlabel("layer" if prefix.startswith("activations") else "parameter")
-    axis.legend(fontsize=7)
+    if legend:
+        axis.legend(fontsize=7)
 
 
 def _log_scale_if_positive(axis) -> None:
