@@ -32,9 +32,14 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     facts = {"overrides": list(hydra_cfg.overrides.task), "config_dir": _config_dir(hydra_cfg)}
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        _sweep_job(cfg, run_dir, Path(hydra_cfg.sweep.dir), facts, hydra_cfg)
+        # A relative sweep dir is relative to where the sweep started (hydra.job.chdir moves cwd).
+        sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)
+        _sweep_job(cfg, run_dir, sweep_dir, facts, hydra_cfg)
         return
-    metrics = exit_on_user_error(_checked_train)(cfg, run_dir, facts)
+    try:
+        metrics = exit_on_user_error(_checked_train)(cfg, run_dir, facts)
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
     log.info(
         "loss train %.6g -> %.6g, val %.6g -> %.6g (%d steps, %.1f steps/s on %s)",
         metrics["initial_train_loss"], metrics["final_train_loss"],
@@ -59,6 +64,9 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
     _cap_threads(hydra_cfg)
     try:
         metrics = _checked_train(cfg, run_dir, facts)
+    except KeyboardInterrupt:
+        record_job(run_dir, sweep_dir, facts["overrides"], "interrupted", "interrupted (Ctrl-C)")
+        _interrupted(run_dir)
     except Exception as error:  # noqa: BLE001 (the job's failure is its result)
         log.error("job %s failed: %s", run_dir.name, first_line(error))
         record_job(run_dir, sweep_dir, facts["overrides"], "failed", first_line(error))
@@ -66,11 +74,21 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
     record_job(run_dir, sweep_dir, facts["overrides"], "ok", metrics=metrics)
 
 
+def _interrupted(run_dir: Path) -> None:
+    """One line instead of a traceback, where to resume from, and the shell's code for SIGINT."""
+    import sys
+
+    checkpoint = run_dir / "checkpoint.pt"
+    hint = f"; continue with train.resume={checkpoint}" if checkpoint.is_file() else ""
+    print(f"interrupted{hint}", file=sys.stderr)
+    sys.exit(130)
+
+
 def _config_dir(hydra_cfg) -> str | None:
     """The folder given with --config-dir, if any (reproduce passes it on)."""
     for source in hydra_cfg.runtime.config_sources:
-        if source.provider == "command-line" and str(source.path).startswith("file://"):
-            return str(source.path).removeprefix("file://")
+        if source.provider == "command-line" and source.schema == "file":
+            return str(Path(hydra_cfg.runtime.cwd, source.path).resolve())
     return None
 
 

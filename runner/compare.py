@@ -126,8 +126,11 @@ def layer_table(runs: list[Run], steps: Sequence[int] | None = None) -> str:
 
     names = sorted({n for run in runs for n in run.layers("grads_norm")}, key=_natural)
     headers, columns = ["parameter"], []
+    if not names:
+        return "(no per-layer scalars: the runs were made with log.every=0)"
     for run in runs:
-        logged = [s for s, _ in run.series.get(f"grads_norm/{names[0]}", [])] if names else []
+        own = run.layers("grads_norm")  # runs of different models have different layers
+        logged = [s for s, _ in run.series.get(f"grads_norm/{own[0]}", [])] if own else []
         for wanted in steps or [logged[-1] if logged else 0]:
             step = max((s for s in logged if s <= wanted), default=None)
             if step is not None:
@@ -161,7 +164,8 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     for axis, title in zip(axes, ("train loss", "validation loss"), strict=True):
         axis.set(title=title, xlabel="step")
         _log_scale_if_positive(axis)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     written.append(_save(figure, out / PLOTS[0]))
 
     figure, axis = plt.subplots(figsize=(9, 4.5))

@@ -32,8 +32,22 @@ def _find_conf_dir() -> Path:
 
 CONF_DIR = _find_conf_dir()
 
-# Sweep job dirs are named from their overrides; a "/" in a value would nest folders.
-OmegaConf.register_new_resolver("path_safe", lambda text: str(text).replace("/", "_"), replace=True)
+MAX_NAME = 200  # bytes; file systems refuse names past 255
+
+
+def path_safe(text: str) -> str:
+    """A sweep job's dir name from its overrides: "%" and "/" escaped as in URLs (so two
+    different override sets never share a name), and a long name cut with a hash of the rest."""
+    import hashlib
+
+    name = str(text).replace("%", "%25").replace("/", "%2F") or "job"
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[: MAX_NAME - 13].decode(errors="ignore") + "~" + digest
+    return name
+
+
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
 
 
 def compose(

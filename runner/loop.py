@@ -84,6 +84,7 @@ def run_loop(
             writer.record(step, record)
         if val_every and (step % val_every == 0 or step == steps):
             writer.scalar("loss/val", evaluate(setup, data.x_val, data.y_val), step)
+        setup.done_step = step
         if checkpoint_every and step % checkpoint_every == 0 and step != steps:
             checkpoint(step)  # the final one is written after the loop
         if bar is not None:

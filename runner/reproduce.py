@@ -47,6 +47,15 @@ def hydra_quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def default_out(run_dir: Path) -> Path:
+    """RUN_DIR.reproduced beside the run; for a sweep's job, beside the sweep dir, so the
+    new run does not join the sweep's summary, compare or TensorBoard listing."""
+    parent = run_dir.parent
+    if (parent / "multirun.yaml").is_file() or (parent / "summary.csv").is_file():
+        return parent.with_name(parent.name + ".reproduced") / run_dir.name
+    return run_dir.with_name(run_dir.name + ".reproduced")
+
+
 def check_run_dir(run_dir: Path) -> None:
     """A ConfigError unless `run_dir` holds a finished run."""
     from runner.errors import ConfigError
@@ -90,7 +99,8 @@ def differences(original: Path, again: Path) -> tuple[list[str], list[str]]:
             warnings.append(
                 f"{key} differ: {_short(old_run.get(key))} -> {_short(new_run.get(key))}"
             )
-    if (original / ".hydra/config.yaml").read_text() != (again / ".hydra/config.yaml").read_text():
+    configs = [run / ".hydra/config.yaml" for run in (original, again)]
+    if all(c.is_file() for c in configs) and configs[0].read_text() != configs[1].read_text():
         warnings.append(
             "the composed config differs (a config file changed since): see both .hydra/config.yaml"
         )
@@ -111,7 +121,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("run_dir", type=Path, help="a run dir (or a job dir of a sweep)")
     parser.add_argument(
-        "--out", type=Path, help="where the new run goes (default: RUN_DIR.reproduced)"
+        "--out",
+        type=Path,
+        help="where the new run goes (default: RUN_DIR.reproduced, or SWEEP.reproduced/JOB)",
     )
     return parser.parse_args(argv)
 
@@ -128,7 +140,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir.resolve()
     check_run_dir(run_dir)
-    out = (args.out or run_dir.with_name(run_dir.name + ".reproduced")).resolve()
+    out = (args.out or default_out(run_dir)).resolve()
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already holds files; give an empty or new folder")
     print(f"reproducing {run_dir}\n        into {out}")

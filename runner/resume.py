@@ -40,6 +40,43 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+# What may change between a run and its resumption: its length, logging and checkpointing.
+MAY_CHANGE = ("train.steps", "train.epochs", "train.resume", "train.checkpoint_every",
+              "train.progress", "train.val_every", "log.")  # fmt: skip
+
+
+def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
+    """Refuse to resume under a config that changes what trains (lr, data, seed, model, ...)."""
+    from omegaconf import OmegaConf
+
+    saved = _flatten(checkpoint.get("config") or {})
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = [key for key in sorted(set(saved) | set(now))
+               if saved.get(key) != now.get(key) and not key.startswith(MAY_CHANGE)]  # fmt: skip
+    if changed:
+        shown = "; ".join(
+            f"{k}: {_brief(saved.get(k))} -> {_brief(now.get(k))}" for k in changed[:3]
+        )
+        raise ConfigError(
+            f"{where}: the checkpoint was made with another config ({shown}); on resume only "
+            "train.steps, train.epochs and the logging and checkpoint settings may change"
+        )
+
+
+def _brief(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
 def restore(setup: Setup, checkpoint: dict[str, Any], per_epoch: int, where: str) -> int:
     """Load `checkpoint` into `setup`; return the step it was taken at."""
     try:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from runner.artifacts import json_safe, write_atomic
 
-JOB_FILE = "job.json"
+JOB_FILE, SWEEP_FILE = "job.json", "sweep.json"
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 COLUMNS = ("job", "status", "final_train_loss", "final_val_loss", "wall_time_s", "steps_per_s",
            "overrides", "error")  # fmt: skip
@@ -38,6 +38,7 @@ def record_job(
     """Write this job's job.json, then the sweep's summary with every job that has ended."""
     metrics = metrics or {}
     row = {
+        "sweep": _sweep_id(sweep_dir),
         "job": job_dir.name,
         "status": status,
         **{key: metrics.get(key) for key in COLUMNS[2:6]},
@@ -49,14 +50,24 @@ def record_job(
     write_summary(sweep_dir)
 
 
+def _sweep_id(sweep_dir: Path) -> str | None:
+    try:
+        return json.loads((sweep_dir / SWEEP_FILE).read_text())["id"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The job.json rows of every job of the sweep that has ended, by job name."""
-    rows = []
+    """The job.json rows of every job of the current sweep that has ended, by job name
+    (jobs an earlier sweep left in the same folder are not this sweep's)."""
+    current, rows = _sweep_id(sweep_dir), []
     for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
         try:
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue  # a job writing its file right now; the next summary has it
+        if current is None or row.get("sweep") == current:
+            rows.append(row)
     return rows
 
 
@@ -64,7 +75,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     """Rewrite summary.csv and summary.md from the jobs that have ended; return their rows."""
     rows = collect(sweep_dir)
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")  # not "sweep"
     writer.writeheader()
     writer.writerows(rows)
     csv_text, md_text = table.getvalue(), markdown(rows)
@@ -89,7 +100,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: the final summary, printed; exit code 1 if any job failed."""
+    """A multirun's start: a fresh sweep id in sweep.json (the jobs stamp their rows with it).
+    Its end: the final summary, printed; exit code 1 if any job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import uuid
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        text = json.dumps({"id": uuid.uuid4().hex})
+        write_atomic(sweep_dir / SWEEP_FILE, lambda f: f.write(text), binary=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -56,6 +56,7 @@ class Setup:
     progress: str  # "bar", "lines" or "off"
     epoch_rng_state: torch.Tensor | None = None  # the data stream before this epoch's shuffle
     start_step: int = 0  # steps already done (a resumed run)
+    done_step: int = 0  # the last step the loop finished
 
 
 def _integer(node: DictConfig, key: str, where: str, minimum: int) -> int:
@@ -95,7 +96,7 @@ def _instantiate(node: Any, where: str, *args: Any) -> Any:
 
 def prepare(cfg: DictConfig) -> Setup:
     """Build the model, data, loss and optimizer on the chosen device, checking all of them."""
-    from runner.resume import load_checkpoint, restore
+    from runner.resume import check_same_config, load_checkpoint, restore
 
     check_settings(cfg)
     resume = cfg.train.get("resume")
@@ -132,7 +133,9 @@ def prepare(cfg: DictConfig) -> Setup:
                   _progress_mode(cfg))  # fmt: skip
     if checkpoint is not None:
         per_epoch = data.n_train // batch_size
+        check_same_config(checkpoint, cfg, f"train.resume={resume}")
         setup.start_step = restore(setup, checkpoint, per_epoch, f"train.resume={resume}")
+        setup.done_step = setup.start_step
         if setup.start_step > steps:
             raise ConfigError(
                 f"train.resume={resume}: the checkpoint is at step {setup.start_step}, past "
@@ -224,6 +227,11 @@ def train(
     started = time.perf_counter()
     try:
         run_loop(cfg, setup, writer, setup.progress, checkpoint)
+    except KeyboardInterrupt:
+        writer.close()
+        if setup.done_step > setup.start_step:
+            checkpoint(setup.done_step)  # so train.resume can continue from here
+        raise
     except BaseException:
         writer.close()  # keep what was logged up to the failure
         raise

@@ -79,7 +79,7 @@ def test_resume_at_an_epoch_boundary(tmp_path):
     ("content", "words"),
     [(None, "no such file"), (b"not a checkpoint", "cannot read it as a checkpoint"),
      ("foreign", "not a runner checkpoint"), ("truncated", "cannot read it as a checkpoint"),
-     ("other model", "does not fit this config's model")],
+     ("other model", "the checkpoint was made with another config \\(choices.model: 'mlp' -> 'deep_mlp'")],
 )  # fmt: skip
 def test_bad_resume_paths_are_clear_errors(tmp_path, content, words):
     path = tmp_path / "checkpoint.pt"
@@ -97,3 +97,38 @@ def test_bad_resume_paths_are_clear_errors(tmp_path, content, words):
     with pytest.raises(runner.ConfigError, match=words):
         train(runner.compose(overrides), tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "model.pt").exists()
+
+
+def test_resume_refuses_a_config_that_changes_training_but_allows_a_longer_run(tmp_path):
+    train(runner.compose(["train.steps=4", "train.progress=off"]), tmp_path / "first")
+    resume = f"train.resume={tmp_path / 'first' / 'checkpoint.pt'}"
+    with pytest.raises(
+        runner.ConfigError, match=r"another config \(optim.optimizer.lr: 0.03 -> 0.5\)"
+    ):
+        train(runner.compose([resume, "optim.optimizer.lr=0.5", "train.steps=8"]), tmp_path / "lr")
+    metrics = train(runner.compose([resume, "train.steps=8", "train.progress=off", "log.every=2"]),
+                    tmp_path / "longer")  # fmt: skip
+    assert metrics["resumed_from_step"] == 4 and metrics["steps"] == 8
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_last_finished_step(tmp_path, monkeypatch):
+    real_prepare = train_module.prepare
+
+    def prepare_interrupted_in_step_7(cfg):
+        setup = real_prepare(cfg)
+        loss, calls = setup.loss_fn, {"n": 0}
+
+        def interrupting(*args):
+            calls["n"] += setup.model.training  # count training steps, not evaluations
+            if calls["n"] == 7:
+                raise KeyboardInterrupt
+            return loss(*args)
+
+        setup.loss_fn = interrupting
+        return setup
+
+    monkeypatch.setattr(train_module, "prepare", prepare_interrupted_in_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(runner.compose(COMMON), tmp_path / "stopped")
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert not (tmp_path / "stopped" / "model.pt").exists()

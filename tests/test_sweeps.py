@@ -169,3 +169,108 @@ def test_reproduce_on_a_folder_that_is_not_a_run(tmp_path, capsys):
         main([str(tmp_path)])
     assert exit_info.value.code == 2
     assert "not a finished run (missing run.json" in capsys.readouterr().err
+
+
+def test_job_names_escape_slashes_and_cut_long_names():
+    from runner.config import path_safe
+
+    assert path_safe("note=a/b") != path_safe("note=a_b") and "/" not in path_safe("note=a/b")
+    long = path_safe("model.layers=" + "x" * 500)
+    assert len(long.encode()) <= 200 and long != path_safe("model.layers=" + "x" * 499)
+
+
+def test_summary_is_rewritten_as_each_job_ends_and_ignores_an_earlier_sweep(tmp_path):
+    from omegaconf import OmegaConf
+
+    from runner.sweep import SweepSummary, record_job
+
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / "old").mkdir(parents=True)
+    record_job(sweep_dir / "old", sweep_dir, ["seed=9"], "failed", "from last week")
+    SweepSummary().on_multirun_start(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    )
+    for i, status in enumerate(["ok", "failed"]):
+        (sweep_dir / f"job{i}").mkdir()
+        record_job(
+            sweep_dir / f"job{i}", sweep_dir, [f"seed={i}"], status, None, {"final_train_loss": 0.5}
+        )
+        rows = summary_rows(sweep_dir)
+        assert [r["job"] for r in rows] == [f"job{k}" for k in range(i + 1)]  # not "old"
+    assert rows[0]["final_train_loss"] == "0.5" and rows[1]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_reproduce_a_run_made_with_config_dir_and_a_sweep_job(tmp_path):
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "tiny.yaml").write_text(
+        "# tiny\nlayers: [{type: linear, out_features: 1}]\n"
+    )
+    result = run_cli(
+        "runner",
+        "--config-dir",
+        "mine",
+        "model=tiny",
+        "hydra.run.dir=r1",
+        "train.steps=5",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r1" / "run.json").read_text())["config_dir"] == str(
+        tmp_path / "mine"
+    )
+    result = run_cli("runner.reproduce", "r1", cwd=tmp_path)
+    assert result.returncode == 0 and "identical" in result.stdout, result.stderr
+
+    result, folder = sweep(tmp_path, "sw", "seed=0,1", "+note=a/b")
+    assert result.returncode == 0, result.stderr
+    job = next(p for p in folder.iterdir() if p.is_dir() and "seed=1" in p.name)
+    assert "note=a%2Fb" in job.name
+    result = run_cli("runner.reproduce", str(job), cwd=tmp_path)
+    assert result.returncode == 0 and "identical" in result.stdout, result.stderr
+    assert (tmp_path / "sw.reproduced" / job.name / "model.pt").is_file()  # outside the sweep
+
+
+def test_reproduce_warns_when_versions_differ_and_hash_follows_the_weights(tmp_path):
+    import torch
+
+    from runner.reproduce import differences, weights_digest
+    from runner.train import train
+
+    for name in ("a", "b"):
+        train(runner.compose(["train.steps=3", "train.progress=off"]), tmp_path / name)
+    assert differences(tmp_path / "a", tmp_path / "b")[0] == []
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    record["versions"]["torch"] = "0.0.1"
+    (tmp_path / "b" / "run.json").write_text(json.dumps(record))
+    diffs, warnings = differences(tmp_path / "a", tmp_path / "b")
+    assert diffs == [] and any(w.startswith("versions differ") for w in warnings)
+    state = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    before = weights_digest(tmp_path / "b" / "model.pt")
+    state["0.bias"][0] += 1e-6
+    torch.save(state, tmp_path / "b" / "model.pt")
+    assert weights_digest(tmp_path / "b" / "model.pt") != before
+    assert any(
+        d.startswith("final weights: sha256")
+        for d in differences(tmp_path / "a", tmp_path / "b")[0]
+    )
+
+
+def test_compare_runs_of_different_models_and_without_layer_scalars(tmp_path, capsys):
+    from runner.compare import main
+    from runner.train import train
+
+    train(runner.compose(["train.steps=4", "log.every=2", "train.progress=off"]), tmp_path / "mlp")
+    train(
+        runner.compose(["model=rgnet", "train.steps=4", "log.every=2", "train.progress=off"]),
+        tmp_path / "rg",
+    )
+    main([str(tmp_path / "mlp"), str(tmp_path / "rg"), "--out", str(tmp_path / "plots")])
+    out = capsys.readouterr().out
+    header = out.split("\n\n")[1].splitlines()[0]  # the per-layer table: both runs side by side
+    assert header.split()[1:] == ["mlp", "mlp", "rg", "rg"]
+    assert "0.block 3.2.weight" in out and "\n2.weight " in out
+    train(runner.compose(["train.steps=4", "log.every=0", "log.hist_every=0", "train.val_every=2",
+                          "train.progress=off"]), tmp_path / "quiet")  # fmt: skip
+    main([str(tmp_path / "quiet"), "--out", str(tmp_path / "plots2")])
+    assert "no per-layer scalars" in capsys.readouterr().out
