@@ -239,11 +239,12 @@ def _save(figure, path: Path) -> Path:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """DIR... plus --out and --threshold."""
-    parser = argparse.ArgumentParser(
-        prog="python -m runner.compare",
-        description="Compare runs (run dirs or sweep dirs) from their TensorBoard event files.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from runner.errors import tool_parser
+
+    parser = tool_parser(
+        "compare",
+        "Compare runs (run dirs or sweep dirs) from their TensorBoard event files.",
+        EXAMPLES,
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs")
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: FIRST_DIR/compare)")

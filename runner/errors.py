@@ -8,6 +8,7 @@ learn one knob).
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import functools
 import os
@@ -85,3 +86,14 @@ def require_int(value: object, label: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{label} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def tool_parser(tool: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """The argument parser of a companion command (`python -m runner.<tool>`): its --help
+    shows the description, then the examples as written."""
+    return argparse.ArgumentParser(
+        prog=f"python -m runner.{tool}",
+        description=description,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

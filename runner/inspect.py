@@ -24,11 +24,12 @@ examples:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Hydra overrides (`group=option`, `key=value`) plus Hydra's own --config-dir flag."""
-    parser = argparse.ArgumentParser(
-        prog="python -m runner.inspect",
-        description="Build the model a config describes and show its layers and parameters.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from runner.errors import tool_parser
+
+    parser = tool_parser(
+        "inspect",
+        "Build the model a config describes and show its layers and parameters.",
+        EXAMPLES,
     )
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. model=rgnet init=xavier"

@@ -113,11 +113,12 @@ def _short(value: Any) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """RUN_DIR and --out."""
-    parser = argparse.ArgumentParser(
-        prog="python -m runner.reproduce",
-        description="Run a finished run again from the config it saved, and compare the results.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from runner.errors import tool_parser
+
+    parser = tool_parser(
+        "reproduce",
+        "Run a finished run again from the config it saved, and compare the results.",
+        EXAMPLES,
     )
     parser.add_argument("run_dir", type=Path, help="a run dir (or a job dir of a sweep)")
     parser.add_argument(
