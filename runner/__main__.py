@@ -30,7 +30,8 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     attach_choices(cfg, hydra_cfg.runtime.choices)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    facts = {"overrides": list(hydra_cfg.overrides.task), "config_dir": _config_dir(hydra_cfg)}
+    facts = {"overrides": list(hydra_cfg.overrides.task), "config_dir": _config_dir(hydra_cfg),
+             "config_name": hydra_cfg.job.config_name}  # fmt: skip
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # A relative sweep dir is relative to where the sweep started (hydra.job.chdir moves cwd).
         sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)

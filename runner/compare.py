@@ -73,6 +73,10 @@ def find_runs(folders: Sequence[Path]) -> list[Run]:
             raise ConfigError(f"{folder}: no TensorBoard event files (no run dir with tb/ in it)")
         runs += found
     _shorten_labels(runs)
+    labels = [run.label for run in runs]
+    for run in runs:  # the same job name in two sweeps: say which sweep
+        if labels.count(run.label) > 1:
+            run.label = f"{run.path.parent.name}/{run.label}"
     return runs
 
 

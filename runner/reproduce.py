@@ -77,6 +77,8 @@ def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
                f"hydra.run.dir={hydra_quoted(str(out))}"]  # fmt: skip
     if record.get("config_dir"):
         command += ["--config-dir", record["config_dir"]]
+    if record.get("config_name") not in (None, "config"):
+        command += ["--config-name", record["config_name"]]
     cwd = record.get("cwd") if Path(record.get("cwd", "")).is_dir() else None
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
 

@@ -274,3 +274,16 @@ def test_compare_runs_of_different_models_and_without_layer_scalars(tmp_path, ca
                           "train.progress=off"]), tmp_path / "quiet")  # fmt: skip
     main([str(tmp_path / "quiet"), "--out", str(tmp_path / "plots2")])
     assert "no per-layer scalars" in capsys.readouterr().out
+
+
+def test_compare_names_the_sweep_when_two_sweeps_share_job_names(tmp_path, capsys):
+    from runner.compare import find_runs
+    from runner.train import train
+
+    for sweep_name in ("monday", "tuesday"):
+        train(
+            runner.compose(["train.steps=2", "train.progress=off"]),
+            tmp_path / sweep_name / "seed=0",
+        )
+    labels = [run.label for run in find_runs([tmp_path / "monday", tmp_path / "tuesday"])]
+    assert labels == ["monday/seed=0", "tuesday/seed=0"]
