@@ -37,11 +37,6 @@ class Run:
     status: str = "unfinished"  # ok, failed (its job.json says), or unfinished
     metrics: dict = field(default_factory=dict)  # metrics.json of a finished run
 
-    def last(self, tag: str) -> float | None:
-        """The last logged value of `tag`, or None."""
-        values = self.series.get(tag)
-        return values[-1][1] if values else None
-
     def at(self, tag: str, step: int) -> float | None:
         """The value of `tag` at `step`, or None."""
         return dict(self.series.get(tag, [])).get(step)

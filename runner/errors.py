@@ -34,6 +34,13 @@ class ConfigError(UserError):
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the run saves no model that could pass for a result."""
 
+    @classmethod
+    def of(cls, what: str) -> TrainingDiverged:
+        """The error for `what` was seen ("the loss is nan at step 40"), with what to try."""
+        return cls(
+            f"training diverged: {what} (a smaller optim.optimizer.lr or train.grad_clip may help)"
+        )
+
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
     """Return "; did you mean 'a', 'b'?" for the closest candidates, or "" when none is close."""

@@ -24,7 +24,6 @@ from runner.layers import ALIASES
 from runner.schemes import SCHEMES
 
 INIT_KEYS = ("rules",)
-RULE_KEYS = ("params", "modules", "scheme", "_target_", "optional")
 
 
 @dataclass(frozen=True)

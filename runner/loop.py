@@ -25,11 +25,7 @@ BAR_REFRESH_STEPS = 50  # without logging, the bar reads the loss this often
 
 
 def run_loop(
-    cfg: DictConfig,
-    setup: Setup,
-    writer: RunWriter,
-    progress: str,
-    checkpoint: Callable[[int], None],
+    cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callable[[int], None]
 ) -> None:
     """Run steps `setup.start_step + 1` to `setup.steps`, writing statistics to `writer` as
     `cfg.log` says and calling `checkpoint(step)` every `train.checkpoint_every` steps."""
@@ -40,6 +36,7 @@ def run_loop(
     checkpoint_every, first = cfg.train.get("checkpoint_every", 0), setup.start_step + 1
     stats = StepStats(model, cfg.log.hist_bins) if (every or hist_every) else None
     per_epoch = data.n_train // batch
+    progress = setup.progress
     bar = _bar(steps, setup.start_step) if progress == "bar" else None
     line_every = max(1, steps // 10)
     started = time.perf_counter()
@@ -54,33 +51,30 @@ def run_loop(
         x, y = x_epoch[k * batch : (k + 1) * batch], y_epoch[k * batch : (k + 1) * batch]
         scalars = bool(every) and step % every == 0
         histograms = bool(hist_every) and step % hist_every == 0
-        if stats is not None and (scalars or histograms):
+        logs = scalars or histograms  # stats exists whenever either interval is non-zero
+        if logs:
             stats.start(activations=scalars)
         loss = setup.loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if stats is not None and (scalars or histograms):
+        if logs:
             stats.before_update(scalars, histograms)
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        lr = optimizer.param_groups[0][
-            "lr"
-        ]  # the rate this step used, before the schedule moves it
+        # The rate this step used, read before the schedule moves it.
+        lr = optimizer.param_groups[0]["lr"]
         if setup.scheduler is not None:
             setup.scheduler.step()
         shown_loss = None
-        if stats is not None and (scalars or histograms):
+        if logs:
             record = stats.finish(scalars, histograms, {"loss/train": loss} if scalars else {})
             if scalars:
                 record.scalars["lr"] = lr
                 shown_loss = record.scalars["loss/train"]
                 if not math.isfinite(shown_loss):  # seen for free: the value is on the host
                     writer.record(step, record)
-                    raise TrainingDiverged(
-                        f"training diverged: the loss is {shown_loss} at step {step} "
-                        "(a smaller optim.optimizer.lr or train.grad_clip may help)"
-                    )
+                    raise TrainingDiverged.of(f"the loss is {shown_loss} at step {step}")
             writer.record(step, record)
         if val_every and (step % val_every == 0 or step == steps):
             writer.scalar("loss/val", evaluate(setup, data.x_val, data.y_val), step)

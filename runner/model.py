@@ -26,7 +26,6 @@ from runner.layers import (
 )
 
 MODEL_KEYS = ("layers", "blocks")
-ENTRY_KEYS = ("type", "_target_", "repeat", "name")
 # A batch of two: enough for BatchNorm, cheap for the widest layer.
 SHAPE_PROBE_BATCH = 2
 

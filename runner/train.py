@@ -226,7 +226,7 @@ def train(
 
     started = time.perf_counter()
     try:
-        run_loop(cfg, setup, writer, setup.progress, checkpoint)
+        run_loop(cfg, setup, writer, checkpoint)
     except KeyboardInterrupt:
         writer.close()
         if setup.done_step > setup.start_step:
@@ -240,10 +240,7 @@ def train(
              "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
     if not math.isfinite(final["train"]):
         writer.close()
-        raise TrainingDiverged(
-            f"training diverged: the final train loss is {final['train']} "
-            "(a smaller optim.optimizer.lr or train.grad_clip may help)"
-        )
+        raise TrainingDiverged.of(f"the final train loss is {final['train']}")
     unique, total = count_parameters(setup.model)
     metrics = {
         "initial_train_loss": initial["train"], "initial_val_loss": initial["val"],

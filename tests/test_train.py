@@ -307,5 +307,5 @@ def test_no_host_sync_on_steps_that_do_not_log(tmp_path, monkeypatch):
                               "train.progress=off", f"log.every={every}", "log.hist_every=0"])  # fmt: skip
         setup = prepare(cfg)
         calls.clear()
-        run_loop(cfg, setup, RunWriter(tmp_path / f"tb{every}"), "off", lambda step: None)
+        run_loop(cfg, setup, RunWriter(tmp_path / f"tb{every}"), lambda step: None)
         assert calls == expected, every  # one host copy per logging step, none otherwise
