@@ -2,7 +2,10 @@
 
 The run's files go to Hydra's run dir: .hydra/, run.json, tb/, model.pt, checkpoint.pt,
 metrics.json. With `-m` (multirun) each job records how it ended and the sweep dir gets
-summary.csv and summary.md; a failing job does not stop the others.
+summary.csv and summary.md; a failing or diverging job does not stop the others.
+
+Ctrl-C and SIGTERM (a scheduler pre-empting the job) end the run after the current step
+with a checkpoint to resume from; the exit code is the shell's: 130 and 143.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from runner.config import CONF_DIR, attach_choices, check_resolves
-from runner.errors import exit_on_user_error, first_line
+from runner import help as _help  # noqa: F401 (registers ${runner_help:}, hydra.help's template)
+from runner.command_line import check_command_line
+from runner.config import CONF_DIR, attach_choices, check_config
+from runner.errors import TrainingDiverged, exit_on_user_error, first_line
 
 log = logging.getLogger("runner")
 
@@ -27,20 +32,24 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from runner.faults import sigterm_as_interrupt  # imports torch: after the config is checked
+
     hydra_cfg = HydraConfig.get()
     attach_choices(cfg, hydra_cfg.runtime.choices)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     facts = {"overrides": list(hydra_cfg.overrides.task), "config_dir": _config_dir(hydra_cfg),
              "config_name": hydra_cfg.job.config_name}  # fmt: skip
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        # A relative sweep dir is relative to where the sweep started (hydra.job.chdir moves cwd).
-        sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)
-        _sweep_job(cfg, run_dir, sweep_dir, facts, hydra_cfg)
-        return
-    try:
-        metrics = exit_on_user_error(_checked_train)(cfg, run_dir, facts)
-    except KeyboardInterrupt:
-        _interrupted(run_dir)
+    with sigterm_as_interrupt():  # the previous handler is back after this job
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # A relative sweep dir is relative to where the sweep started (hydra.job.chdir
+            # moves cwd).
+            sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)
+            _sweep_job(cfg, run_dir, sweep_dir, facts, hydra_cfg)
+            return
+        try:
+            metrics = exit_on_user_error(_checked_train)(cfg, run_dir, facts)
+        except KeyboardInterrupt as stop:
+            _interrupted(run_dir, stop)
     log.info(
         "loss train %.6g -> %.6g, val %.6g -> %.6g (%d steps, %.1f steps/s on %s)",
         metrics["initial_train_loss"], metrics["final_train_loss"],
@@ -54,35 +63,46 @@ def main(cfg: DictConfig) -> None:
 def _checked_train(cfg: DictConfig, run_dir: Path, facts: dict[str, Any]) -> dict:
     from runner.train import train
 
-    check_resolves(cfg)
+    check_config(cfg, facts["overrides"])
     return train(cfg, run_dir, facts)
 
 
 def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hydra_cfg) -> None:
     """One job of a multirun: any failure is recorded, not raised, so the sweep goes on."""
+    from runner.faults import Terminated
     from runner.sweep import record_job
 
     _cap_threads(hydra_cfg)
     try:
         metrics = _checked_train(cfg, run_dir, facts)
-    except KeyboardInterrupt:
-        record_job(run_dir, sweep_dir, facts["overrides"], "interrupted", "interrupted (Ctrl-C)")
-        _interrupted(run_dir)
+    except KeyboardInterrupt as stop:
+        status, why = (("terminated", "terminated (SIGTERM)") if isinstance(stop, Terminated)
+                       else ("interrupted", "interrupted (Ctrl-C)"))  # fmt: skip
+        record_job(run_dir, sweep_dir, facts["overrides"], status, why)
+        _interrupted(run_dir, stop)
     except Exception as error:  # noqa: BLE001 (the job's failure is its result)
-        log.error("job %s failed: %s", run_dir.name, first_line(error))
-        record_job(run_dir, sweep_dir, facts["overrides"], "failed", first_line(error))
+        # A run that stopped cleanly on a NaN (train.on_nonfinite=stop) is "diverged".
+        diverged = isinstance(error, TrainingDiverged) and error.stopped
+        log.error("job %s %s: %s", run_dir.name, "diverged" if diverged else "failed",
+                  first_line(error))  # fmt: skip
+        record_job(run_dir, sweep_dir, facts["overrides"], "diverged" if diverged else "failed",
+                   first_line(error))  # fmt: skip
         return
     record_job(run_dir, sweep_dir, facts["overrides"], "ok", metrics=metrics)
 
 
-def _interrupted(run_dir: Path) -> None:
-    """One line instead of a traceback, where to resume from, and the shell's code for SIGINT."""
+def _interrupted(run_dir: Path, stop: KeyboardInterrupt) -> None:
+    """One line instead of a traceback, where to resume from, and the shell's code for the
+    signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
     import sys
+
+    from runner.faults import Terminated
 
     checkpoint = run_dir / "checkpoint.pt"
     hint = f"; continue with train.resume={checkpoint}" if checkpoint.is_file() else ""
-    print(f"interrupted{hint}", file=sys.stderr)
-    sys.exit(130)
+    terminated = isinstance(stop, Terminated)
+    print(f"{'terminated' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+    sys.exit(143 if terminated else 130)
 
 
 def _config_dir(hydra_cfg) -> str | None:
@@ -106,4 +126,8 @@ def _cap_threads(hydra_cfg) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    # Hydra reports a bad config over several lines and exits 1; composing first gives one line, 2.
+    exit_on_user_error(check_command_line)(sys.argv[1:])
     main()

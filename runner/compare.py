@@ -97,7 +97,8 @@ def _load(path: Path, label: str) -> Run:
     choices = json.loads(record.read_text()).get("choices", {}) if record.is_file() else {}
     run = Run(label, path, choices, series)
     if (path / "metrics.json").is_file():
-        run.metrics, run.status = json.loads((path / "metrics.json").read_text()), "ok"
+        run.metrics = json.loads((path / "metrics.json").read_text())
+        run.status = run.metrics.get("status", "ok")  # a stopped run says "diverged"
     if (path / "job.json").is_file():
         run.status = json.loads((path / "job.json").read_text()).get("status", run.status)
     return run

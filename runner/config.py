@@ -4,10 +4,20 @@
 training entry point composes through `@hydra.main` with the same `CONF_DIR`.
 Both leave the chosen option of each group in `cfg.choices`, so error messages
 can name the file a key came from (`model/rgnet.yaml: layers[1]...`).
+
+Both compose against the typed schemas of runner/schemas.py (registered in Hydra's
+ConfigStore when this module is imported, before `@hydra.main` composes): a value of
+the wrong type or an unknown key fails the composition. Hydra's multi-line reports
+become one-line `ConfigError`s (runner/config_errors.py), naming the file (or the
+command line), the key path and the expected type or the valid keys. `check_config`
+adds what Hydra lets through (keys added with `+`, required values left unset,
+interpolations that do not resolve); runner/command_line.py composes `python -m
+runner`'s command line before `@hydra.main` does, so it prints the same one line.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +25,16 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from runner import schemas
+from runner.config_errors import (
+    brief,
+    first_lines,
+    missing_option_message,
+    override_message,
+    schema_message,
+    unknown_key,
+    yaml_message,
+)
 from runner.errors import ConfigError, did_you_mean, one_of
 
 # The config groups a run is composed from (DESIGN.md, "The user's contract").
@@ -48,6 +68,8 @@ def path_safe(text: str) -> str:
 
 
 OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+# Before any composition: conf/config.yaml's defaults name the schema stored here.
+schemas.register()
 
 
 def compose(
@@ -61,9 +83,19 @@ def compose(
     `--config-dir` does on the command line: new option names become choosable (a
     file named like a shipped one is shadowed by it, as with Hydra's own flag). The
     result has no `hydra` node; `cfg.choices` maps each config group to the option
-    that was chosen. Composition errors and interpolations that do not resolve are
-    raised as `ConfigError`.
+    that was chosen. Composition errors, values that do not fit the schema, unknown
+    keys and interpolations that do not resolve are raised as `ConfigError`.
     """
+    overrides = list(overrides)
+    cfg = compose_with_hydra(overrides, config_name, config_dir)
+    check_no_new_variables(cfg, overrides, config_name, config_dir)
+    return job_config(cfg, overrides)
+
+
+def compose_with_hydra(
+    overrides: list[str], config_name: str, config_dir: str | Path | None
+) -> DictConfig:
+    """Hydra's composition (the `hydra` node kept), its errors made one-line ConfigErrors."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -81,23 +113,93 @@ def compose(
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="runner"):
-            cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
+            return hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
     except MissingConfigException as error:
-        raise ConfigError(_missing_option_message(error)) from error
+        raise ConfigError(missing_option_message(error)) from error
     except YAMLError as error:
-        raise ConfigError(_yaml_message(error)) from error
+        raise ConfigError(yaml_message(error)) from error
     except HydraException as error:
-        raise ConfigError(_override_message(error, overrides, config_name, config_dir)) from error
+        message = schema_message(error) or override_message(
+            error, overrides, config_name, config_dir
+        )
+        raise ConfigError(message) from error
     except Exception as error:  # Hydra lets a few plain TypeErrors and ValueErrors through
-        raise ConfigError(f"overrides {overrides}: {_first_lines(str(error))}") from error
+        raise ConfigError(f"overrides {overrides}: {first_lines(str(error))}") from error
     finally:
         restore_gh_from_backup(outer)
+
+
+def check_no_new_variables(
+    cfg: DictConfig, overrides: list[str], config_name: str, config_dir: str | Path | None
+) -> None:
+    """Refuse `model.widht=3` (no +) where the file has no variable `widht`.
+
+    The model, init and tying nodes stay open for their files' variables, so Hydra lets
+    such an override add a key, and a typo would go unnoticed. Only when an override
+    sets an undeclared key of those groups is the config composed again without it.
+    """
+    suspects = {}
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        group, _, leaf = key.partition(".")
+        schema = schemas.type_at(group) if leaf and "." not in leaf else None
+        plain = not key.startswith(("+", "~"))
+        if plain and schemas.takes_variables(schema) and leaf not in schemas.keys_of(schema):
+            suspects[key] = override
+    if not suspects:
+        return
+    base = compose_with_hydra([o for o in overrides if o not in suspects.values()],
+                               config_name, config_dir)  # fmt: skip
+    for key in suspects:
+        group, _, leaf = key.partition(".")
+        if leaf not in base[group]:
+            hint = f" (to add a variable, write +{key}=...)"
+            raise ConfigError(unknown_key("command line", key, list(base[group]), hint))
+
+
+def job_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """What a job sees: the `hydra` node removed, `choices` attached, the whole tree checked."""
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
     attach_choices(cfg, choices)
-    check_resolves(cfg)
+    check_config(cfg, overrides)
     return cfg
+
+
+def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """The checks that follow Hydra's own, each a one-line ConfigError.
+
+    Keys the schema does not declare (`+train.foo=1` gets past Hydra, and the model,
+    init and tying groups take variables, which must hold one value each), required
+    values left unset (`model.layers`), and interpolations that do not resolve.
+    `overrides` (the command line's) let a message name the command line as the source.
+    """
+    for path, node_type, value in schemas.undeclared_keys(cfg):
+        hint = ""
+        if schemas.takes_variables(node_type):
+            hint = f" (other keys of {path.rpartition('.')[0]} are variables holding one value, "
+            hint += f"got {brief(value)})"
+        origin = _origin(cfg, path, overrides)
+        raise ConfigError(unknown_key(origin, path, schemas.keys_of(node_type), hint))
+    for path in schemas.unset_keys(cfg):
+        expected = schemas.type_at(path)
+        what = f"; it must be {schemas.describe(expected)}" if expected is not None else ""
+        raise ConfigError(f"{_origin(cfg, path, overrides)}: {path} is missing{what}")
+    check_resolves(cfg)
+
+
+def _origin(cfg: DictConfig, path: str, overrides: Sequence[str]) -> str:
+    """Where a key most likely came from: the command line if an override sets it (or a
+    node above it), else its group's file."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~").split("@")[0]
+        if key in GROUPS:
+            continue  # `model=mine` picks a file; the key came from that file
+        if path == key or path.startswith((f"{key}.", f"{key}[")):
+            return "command line"
+    group = re.split(r"[.\[]", path, maxsplit=1)[0]
+    return source(cfg, group) if group in GROUPS else "the config"
 
 
 def check_resolves(cfg: DictConfig) -> None:
@@ -107,9 +209,30 @@ def check_resolves(cfg: DictConfig) -> None:
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None)
-        message = _first_lines(str(error)).split("; full_key:")[0]
+        message = first_lines(str(error)).split("; full_key:")[0]
+        # The error names the key whose resolution started the chain (a layer's
+        # out_features: ${model.width}); the user must fix the one that names the missing key.
+        missing = re.search(r"Interpolation key '([^']+)' not found", message)
+        key = _first_reference(cfg, missing.group(1), "") if missing else None
+        key = key or getattr(error, "full_key", None)
         raise ConfigError(f"{key}: {message}" if key else message) from error
+
+
+def _first_reference(node: DictConfig | ListConfig, name: str, prefix: str) -> str | None:
+    """The path of the first value whose own text interpolates `name` (`${name}`), unresolved."""
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
+    for key in keys:
+        path = f"{prefix}[{key}]" if isinstance(node, ListConfig) else f"{prefix}{key}"
+        child = node._get_node(key)
+        if isinstance(child, (DictConfig, ListConfig)):
+            if not (child._is_none() or child._is_missing() or child._is_interpolation()):
+                inner = f"{path}." if isinstance(child, DictConfig) else path
+                found = _first_reference(child, name, inner)
+                if found:
+                    return found
+        elif "${" + name in str(child._value()):
+            return path
+    return None
 
 
 def attach_choices(cfg: DictConfig, choices: Mapping[str, Any]) -> None:
@@ -117,63 +240,6 @@ def attach_choices(cfg: DictConfig, choices: Mapping[str, Any]) -> None:
     picked = {group: choices.get(group) for group in GROUPS if choices.get(group) is not None}
     with open_dict(cfg):
         cfg.choices = picked
-
-
-def _missing_option_message(error: Exception) -> str:
-    text = str(error)
-    match = re.search(r"Could not find '([^']+)'", text)
-    options = getattr(error, "options", None)
-    if match and options:
-        group, _, option = match.group(1).rpartition("/")
-        return (
-            f"{group}={option}: no such config ({group}/{option}.yaml); "
-            f"valid: {one_of(sorted(options))}{did_you_mean(option, options)}"
-        )
-    return _first_lines(text)
-
-
-def _yaml_message(error: Exception) -> str:
-    mark = getattr(error, "problem_mark", None)
-    if mark is None:
-        return f"YAML error: {_first_lines(str(error))}"
-    problem = getattr(error, "problem", None) or "syntax error"
-    where = f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
-    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
-    if context and context_mark:
-        where = (
-            f"{context} (line {context_mark.line + 1}, column {context_mark.column + 1}): {where}"
-        )
-    return f"{mark.name}: YAML syntax error: {where}"
-
-
-def _override_message(
-    error: Exception, overrides: list[str], config_name: str, config_dir: str | Path | None
-) -> str:
-    """Hydra's "Could not override 'a.b'" made to list the keys that do exist at a."""
-    match = re.match(r"Could not override '([^']+)'", str(error))
-    if not match:
-        override = getattr(error, "override", None)
-        prefix = f"override '{override}': " if override else ""
-        return prefix + _first_lines(str(error))
-    key = match.group(1)
-    parent, _, leaf = key.rpartition(".")
-    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
-    try:
-        base = compose(rest, config_name, config_dir) if rest != overrides else None
-        node = OmegaConf.select(base, parent) if (base is not None and parent) else base
-    except ConfigError:
-        node = None
-    keys = [k for k in node if k != "choices"] if isinstance(node, DictConfig) else []
-    valid = f"; valid keys{' of ' + parent if parent else ''}: {one_of(keys)}" if keys else ""
-    near = did_you_mean(leaf, keys)
-    return f"{key}: no such key in the config{valid}{near} (to add a new key, write +{key}=...)"
-
-
-def _first_lines(text: str) -> str:
-    # Hydra and PyYAML messages span lines; keep what names the problem on one line.
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    kept = [line for line in lines if not line.startswith(("See https://", "Config search path"))]
-    return "; ".join(kept[:4])
 
 
 def source(cfg: DictConfig, group: str) -> str:
@@ -248,10 +314,27 @@ def import_object(path: str, where: str) -> Any:
                     f"{where}: importing _target_ '{path}' failed: {error}"
                 ) from error
             continue
-        try:
-            for attribute in parts[cut:]:
-                found = getattr(found, attribute)
-        except AttributeError:
-            break
+        owner = module_name
+        for attribute in parts[cut:]:
+            if not hasattr(found, attribute):
+                raise ConfigError(f"{where}: cannot import _target_ '{path}': "
+                                  f"{_no_attribute(found, owner, attribute)}")  # fmt: skip
+            found, owner = getattr(found, attribute), f"{owner}.{attribute}"
         return found
     raise ConfigError(f"{where}: cannot import _target_ '{path}' (no such module or attribute)")
+
+
+def _no_attribute(owner: Any, name: str, attribute: str) -> str:
+    """Why `name.attribute` does not exist: "torch.optim has no 'Adma'; did you mean
+    'torch.optim.Adam'?", then the module's own classes when they are few (as an optimizer's
+    or a scheduler's module has)."""
+    public = [n for n in dir(owner) if not n.startswith("_")]
+    classes = [n for n in public if isinstance(getattr(owner, n, None), type)
+               and str(getattr(getattr(owner, n), "__module__", "")).startswith(name)]  # fmt: skip
+    close = [f"{name}.{n}" for n in difflib.get_close_matches(attribute, public, n=3, cutoff=0.5)]
+    text = f"{name} has no '{attribute}'"
+    if close:
+        text += "; did you mean " + ", ".join(repr(c) for c in close) + "?"
+    if 0 < len(classes) <= 30:
+        text += f"; its classes: {one_of(sorted(classes, key=str.lower), limit=30)}"
+    return text

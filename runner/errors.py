@@ -32,14 +32,27 @@ class ConfigError(UserError):
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the run saves no model that could pass for a result."""
+    """The loss or a gradient became NaN or infinite; the run saves no model that could pass
+    for a result. `stopped` is True when the run ended cleanly (`train.on_nonfinite=stop`:
+    metrics.json says "diverged", the last good checkpoint kept); a sweep lists such a job
+    as "diverged" rather than "failed"."""
+
+    def __init__(self, message: str, stopped: bool = False) -> None:
+        super().__init__(message)
+        self.stopped = stopped
 
     @classmethod
-    def of(cls, what: str) -> TrainingDiverged:
-        """The error for `what` was seen ("the loss is nan at step 40"), with what to try."""
+    def of(cls, what: str, stopped: bool = False) -> TrainingDiverged:
+        """The error for `what` was seen ("the loss is nan at step 40 (...)"), with what to try."""
         return cls(
-            f"training diverged: {what} (a smaller optim.optimizer.lr or train.grad_clip may help)"
+            f"training diverged: {what}; a smaller optim.optimizer.lr or train.grad_clip may help",
+            stopped,
         )
+
+
+class OutputError(UserError):
+    """A file of the run could not be written (a full disk, a read-only folder); the file
+    that was there before is left as it was."""
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:

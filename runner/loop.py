@@ -2,7 +2,10 @@
 
 On a step that does not log, the loop launches the model's own kernels and nothing
 else: no hooks, no statistics, no host syncs (the progress line reads the loss at
-most ten times a run, the bar only on steps that log or every 50 steps).
+most ten times a run, the bar only on steps that log or every 50 steps). The watch for
+non-finite values adds one small device copy a step under `train.on_nonfinite=stop` or
+`raise`, and one host read a step under `skip` (see runner/faults.py). A Ctrl-C or
+SIGTERM is held to the end of the step, which is then checkpointed.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from runner.errors import TrainingDiverged
+from runner.faults import StepBoundary
 from runner.stats import StepStats
 from runner.tensorboard import RunWriter
 from runner.train import Setup, evaluate
@@ -28,8 +32,24 @@ def run_loop(
     cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callable[[int], None]
 ) -> None:
     """Run steps `setup.start_step + 1` to `setup.steps`, writing statistics to `writer` as
-    `cfg.log` says and calling `checkpoint(step)` every `train.checkpoint_every` steps."""
-    model, data, optimizer = setup.model, setup.data, setup.optimizer
+    `cfg.log` says and calling `checkpoint(step)` every `train.checkpoint_every` steps.
+
+    Raises faults.NonFinite when `setup.watch` finds a NaN or inf (on a logging step, in a
+    checkpoint, at the end); a held signal ends the loop after `checkpoint(step)` with
+    KeyboardInterrupt or faults.Terminated. `setup.done_step` is the last step run."""
+    bar = _bar(setup.steps, setup.start_step) if setup.progress == "bar" else None
+    try:
+        with StepBoundary() as signals:
+            _steps(cfg, setup, writer, checkpoint, signals, bar)
+            setup.watch.verify(setup.done_step)  # the one read a run without logging makes
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _steps(cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callable[[int], None],
+           signals: StepBoundary, bar: Any) -> None:  # fmt: skip
+    model, data, optimizer, watch = setup.model, setup.data, setup.optimizer, setup.watch
     batch, steps = cfg.train.batch_size, setup.steps
     every, hist_every = cfg.log.every, cfg.log.hist_every
     val_every, clip = cfg.train.val_every, cfg.train.get("grad_clip")
@@ -37,9 +57,9 @@ def run_loop(
     stats = StepStats(model, cfg.log.hist_bins) if (every or hist_every) else None
     per_epoch = data.n_train // batch
     progress = setup.progress
-    bar = _bar(steps, setup.start_step) if progress == "bar" else None
     line_every = max(1, steps // 10)
     started = time.perf_counter()
+    watch.start(setup.start_step)
     model.train()
     x_epoch = y_epoch = None
     for step in range(first, steps + 1):
@@ -54,31 +74,38 @@ def run_loop(
         logs = scalars or histograms  # stats exists whenever either interval is non-zero
         if logs:
             stats.start(activations=scalars)
-        loss = setup.loss_fn(model(x), y)
+        loss = setup.forward(x, y, setup.loss_fn, hooked=scalars)  # activations: hooks, eager
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        update = watch.observe(loss)  # False only under `skip`, for a non-finite step
         if logs:
             stats.before_update(scalars, histograms)
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+        if update:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
         # The rate this step used, read before the schedule moves it.
         lr = optimizer.param_groups[0]["lr"]
         if setup.scheduler is not None:
             setup.scheduler.step()
         shown_loss = None
         if logs:
-            record = stats.finish(scalars, histograms, {"loss/train": loss} if scalars else {})
+            extra = {"loss/train": loss} if scalars else {}
+            record = stats.finish(scalars, histograms, {**extra, **watch.logged()})
+            bad = watch.check_logged(step, record.scalars)  # seen for free: on the host already
             if scalars:
                 record.scalars["lr"] = lr
+                record.scalars.update(watch.scalars())
                 shown_loss = record.scalars["loss/train"]
-                if not math.isfinite(shown_loss):  # seen for free: the value is on the host
-                    writer.record(step, record)
-                    raise TrainingDiverged.of(f"the loss is {shown_loss} at step {step}")
             writer.record(step, record)
+            if bad is not None:
+                setup.done_step = step
+                raise bad
         if val_every and (step % val_every == 0 or step == steps):
             writer.scalar("loss/val", evaluate(setup, data.x_val, data.y_val), step)
         setup.done_step = step
+        if step == first:
+            setup.first_step_at = time.time()  # process start -> here: runner.bench's startup
         if checkpoint_every and step % checkpoint_every == 0 and step != steps:
             checkpoint(step)  # the final one is written after the loop
         if bar is not None:
@@ -88,13 +115,37 @@ def run_loop(
                 bar.set_postfix(loss=f"{shown_loss:.4g}", refresh=False)
             bar.update(1)
         elif progress == "lines" and (step % line_every == 0 or step == steps):
+            shown_loss = loss.item()
             rate = (step - first + 1) / max(time.perf_counter() - started, 1e-9)
-            log.info("step %d/%d  loss %.6g  %.1f steps/s", step, steps, loss.item(), rate)
-    if bar is not None:
-        bar.close()
+            log.info("step %d/%d  loss %.6g  %.1f steps/s", step, steps, shown_loss, rate)
+        if shown_loss is not None and not math.isfinite(shown_loss) and watch.policy != "skip":
+            watch.verify(step)  # the host saw it anyway: stop now, not at the next check
+        if signals.pending is not None:
+            checkpoint(step)  # a consistent step: resuming from it gives the same bits
+            signals.raise_pending()
 
 
 def _bar(steps: int, done: int):
     from tqdm import tqdm
 
     return tqdm(total=steps, initial=done, unit="step", dynamic_ncols=True)
+
+
+def log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial: dict) -> None:
+    """Step 0: the initialised weights (norms, stds, histograms), the initial losses, and the
+    activations of the first batch (the signal at init). The forward pass runs on a copy
+    with the RNG put back, so training is the same with or without it."""
+    from runner.probe import record_calls
+
+    scalars, histograms = bool(cfg.log.every), bool(cfg.log.hist_every)
+    if not (scalars or histograms) or setup.start_step:
+        return
+    stats = StepStats(setup.model, cfg.log.hist_bins)
+    if scalars:
+        stats.add_calls(record_calls(setup.model, setup.data.x_train[: cfg.train.batch_size]))
+    record = stats.finish(scalars, histograms, {})
+    if scalars:
+        record.scalars["loss/train"] = initial["train"]
+        if cfg.train.val_every and math.isfinite(initial["val"]):
+            record.scalars["loss/val"] = initial["val"]
+    writer.record(0, record)

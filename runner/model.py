@@ -28,6 +28,11 @@ from runner.layers import (
 MODEL_KEYS = ("layers", "blocks")
 # A batch of two: enough for BatchNorm, cheap for the widest layer.
 SHAPE_PROBE_BATCH = 2
+# Arguments that size a tensor: torch accepts 0 (an empty layer, with a warning) and fails on
+# a negative one deep inside; a size the user wrote must be at least 1.
+SIZE_ARGUMENTS = ("in_features", "out_features", "in1_features", "in2_features", "in_channels",
+                  "out_channels", "num_features", "num_embeddings", "embedding_dim", "input_size",
+                  "hidden_size", "num_channels", "num_groups", "kernel_size")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class _ArchitectureBuilder:
         shape, _ = shape_dtype
         kwargs = {**infer_input_sizes(entry.cls, entry.kwargs, shape), **entry.kwargs}
         _check_arguments(entry.cls, kwargs, entry.label, entry.where, complete=True)
+        _check_sizes(kwargs, entry)
         try:
             module = entry.cls(**kwargs)
         except Exception as error:  # the class's own check of its arguments
@@ -192,6 +198,17 @@ def _check_arguments(
             raise ConfigError(
                 f"{where}: {label} is missing required argument '{missing[0]}' "
                 f"(it takes {one_of(names)})"
+            )
+
+
+def _check_sizes(kwargs: Mapping[str, Any], entry: LayerEntry) -> None:
+    """Each size argument an integer >= 1 (or a tuple of them, as kernel_size may be)."""
+    for key in SIZE_ARGUMENTS:
+        value = kwargs.get(key)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in values):
+            raise ConfigError(
+                f"{entry.where}: {entry.label} {key} must be an integer >= 1, got {value!r}"
             )
 
 

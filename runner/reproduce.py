@@ -4,7 +4,16 @@ The run is repeated as `python -m runner` with the overrides (and `--config-dir`
 its run.json recorded, into a new folder; then its final metrics and a hash of its
 final weights are compared with the original's. Prints `identical` or each difference,
 and warns when versions, device, git revision or the composed config differ.
-Exit code: 0 identical, 1 different, 2 not a run dir.
+
+Re-running a config imports and calls every `_target_` in it, so a run dir from someone
+else could run any code. Unless `--allow-custom-targets` is given, reproduce refuses a
+config whose `_target_`s (in .hydra/config.yaml, in the recorded overrides, and in the
+config those compose to today) lie outside `torch.`, `runner.` and the run's own project:
+a `NAME.py` or `NAME/` package in the folder the run was started from (run.json's cwd),
+counted only when the run dir lies inside that folder and NAME is not also a standard or
+installed module. This is a tripwire for unexpected code, not a sandbox: torch itself has
+targets that run code (torch.hub.load).
+Exit code: 0 identical, 1 different, 2 not a run dir or custom targets refused.
 """
 
 from __future__ import annotations
@@ -23,10 +32,14 @@ COMPARED_METRICS = ("initial_train_loss", "initial_val_loss", "final_train_loss"
                     "steps", "params_unique", "params_total", "device")  # fmt: skip
 NEEDED = ("run.json", "metrics.json", "model.pt", ".hydra/config.yaml")
 
+ALLOWED_TARGETS = ("torch.", "runner.")  # plus the run's project modules (project_modules)
+TARGET_IN_OVERRIDE = r"_target_\s*[:=]\s*['\"]?([A-Za-z_][\w.]*)"
+
 EXAMPLES = """\
 examples:
   python -m runner.reproduce outputs/2026-11-22/10-00-00
   python -m runner.reproduce multirun/2026-11-22/10-00-00/init=xavier,seed=1 --out /tmp/again
+  python -m runner.reproduce someone_elses_run --allow-custom-targets   # after reading them
 """
 
 
@@ -68,6 +81,80 @@ def check_run_dir(run_dir: Path) -> None:
             f"{run_dir}: not a finished run (missing {', '.join(missing)}); give the folder "
             "that `python -m runner` printed as its run dir"
         )
+
+
+def targets_in(tree: Any) -> list[str]:
+    """Every `_target_` value in a nested dict/list config, in order."""
+    found: list[str] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "_target_" and isinstance(value, str):
+                found.append(value)
+            else:
+                found += targets_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            found += targets_in(value)
+    return found
+
+
+def project_modules(run_dir: Path, record: dict[str, Any]) -> set[str]:
+    """Top-level modules of the project the run was started in (run.json's cwd): its NAME.py
+    files and NAME/__init__.py packages. None when the run dir is not inside that folder (a
+    run dir cannot vouch for modules it ships), and never a name that also resolves to a
+    standard or installed module (no project can vouch for `os`)."""
+    import importlib.util
+
+    cwd = Path(record.get("cwd") or "/nonexistent").resolve()
+    run_dir = run_dir.resolve()
+    if not cwd.is_dir() or cwd == run_dir or not run_dir.is_relative_to(cwd):
+        return set()
+    names = {p.stem for p in cwd.glob("*.py")} | {p.parent.name for p in cwd.glob("*/__init__.py")}
+    found = set()
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        origin = Path(spec.origin).resolve() if spec and spec.origin else None
+        if spec is None or (origin is not None and origin.is_relative_to(cwd)):
+            found.add(name)
+    return found
+
+
+def custom_targets(run_dir: Path) -> list[str]:
+    """The `_target_`s a reproduction would run that are not torch's, runner's or the run's
+    project's, sorted."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    record = json.loads((run_dir / "run.json").read_text())
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra/config.yaml"), resolve=False)
+    targets = set(targets_in(saved))
+    for override in record.get("overrides", []):
+        targets.update(re.findall(TARGET_IN_OVERRIDE, str(override)))
+    targets.update(_composed_targets(record))
+    project = project_modules(run_dir, record)
+    allowed = [t for t in targets if t.startswith(ALLOWED_TARGETS) or t.split(".")[0] in project]
+    return sorted(targets.difference(allowed))
+
+
+def _composed_targets(record: dict[str, Any]) -> list[str]:
+    """The targets of the config the recorded overrides compose to now (a --config-dir's
+    files may have changed since); none if it does not compose (the rerun reports that)."""
+    from omegaconf import OmegaConf
+
+    from runner.config import compose
+    from runner.errors import UserError
+
+    config_dir = record.get("config_dir")
+    try:
+        cfg = compose(record.get("overrides", []), record.get("config_name") or "config",
+                      config_dir if config_dir and Path(config_dir).is_dir() else None)  # fmt: skip
+    except UserError:
+        return []
+    return targets_in(OmegaConf.to_container(cfg, resolve=False))
 
 
 def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
@@ -128,6 +215,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help="where the new run goes (default: RUN_DIR.reproduced, or SWEEP.reproduced/JOB)",
     )
+    parser.add_argument(
+        "--allow-custom-targets",
+        action="store_true",
+        help="run a config whose _target_s lie outside torch, runner and the run's project",
+    )
     return parser.parse_args(argv)
 
 
@@ -143,6 +235,14 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir.resolve()
     check_run_dir(run_dir)
+    if not args.allow_custom_targets:
+        found = custom_targets(run_dir)
+        if found:
+            raise ConfigError(
+                f"{run_dir}: its config has _target_s outside torch, runner and the run's "
+                f"project: {', '.join(found)}; reproducing would import and call them, so "
+                "read them first, then pass --allow-custom-targets"
+            )
     out = (args.out or default_out(run_dir)).resolve()
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already holds files; give an empty or new folder")

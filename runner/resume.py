@@ -8,6 +8,7 @@ went straight through (on the same device).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,17 +23,21 @@ CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "rng")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint.pt written by a run, or fail with one line saying what is wrong."""
+    """Read a checkpoint.pt written by a run, or fail with one line saying what is wrong.
+
+    It is loaded with `weights_only=True`: tensors, numbers, strings and containers only. A
+    file that holds pickled code or objects (which a plain `torch.load` would run) is
+    refused, naming what it holds, and nothing in it is run."""
     where = f"train.resume={path}"
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{where}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle before refusing it
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or unsafe content
-        raise ConfigError(
-            f"{where}: cannot read it as a checkpoint ({first_line(error)})"
-        ) from error
+        raise ConfigError(f"{where}: {_unreadable(error)}") from error
     if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in CHECKPOINT_KEYS):
         raise ConfigError(
             f"{where}: not a runner checkpoint (it needs the keys {', '.join(CHECKPOINT_KEYS)})"
@@ -40,9 +45,31 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-# What may change between a run and its resumption: its length, logging and checkpointing.
+def _unreadable(error: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in a user's words."""
+    import re
+
+    text = str(error)
+    found = re.findall(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"refused: the file holds pickled code or objects ({', '.join(dict.fromkeys(found))}) "
+            "that a checkpoint never needs; it was loaded with weights_only=True, so none of "
+            "it ran. Use a checkpoint.pt that a run wrote"
+        )
+    wanted = "give a checkpoint.pt that a run wrote"
+    if "central directory" in text or "PytorchStreamReader" in text:
+        return f"cannot read it as a checkpoint (the file is cut short or damaged); {wanted}"
+    if "Weights only load failed" in text or isinstance(error, (KeyError, EOFError)):
+        # A text file or a plain pickle: the unpickler stops at its first byte (KeyError).
+        return f"cannot read it as a checkpoint (not a file that torch.save wrote); {wanted}"
+    return f"cannot read it as a checkpoint ({first_line(error)}); {wanted}"
+
+
+# What may change between a run and its resumption: its length, logging, checkpointing and
+# what a non-finite value would do.
 MAY_CHANGE = ("train.steps", "train.epochs", "train.resume", "train.checkpoint_every",
-              "train.progress", "train.val_every", "log.")  # fmt: skip
+              "train.progress", "train.val_every", "train.on_nonfinite", "log.")  # fmt: skip
 
 
 def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
@@ -77,6 +104,27 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
+def checkpoint_state(cfg: Any, setup: Setup, step: int) -> dict[str, Any]:
+    """What checkpoint.pt holds at `step`: all that `restore` puts back, and the config."""
+    from omegaconf import OmegaConf
+
+    return {
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
+        "step": step,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else None,
+            "data": setup.generator.get_state(),
+            # With the step, this replays the current epoch's shuffle: enough to resume mid-epoch.
+            "data_epoch_start": setup.epoch_rng_state,
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "nonfinite_skipped": setup.watch.skipped,
+    }
+
+
 def restore(setup: Setup, checkpoint: dict[str, Any], per_epoch: int, where: str) -> int:
     """Load `checkpoint` into `setup`; return the step it was taken at."""
     try:
@@ -89,6 +137,7 @@ def restore(setup: Setup, checkpoint: dict[str, Any], per_epoch: int, where: str
             f"{where}: does not fit this config's model or optimizer ({first_line(error)})"
         ) from error
     step, rng = int(checkpoint["step"]), checkpoint["rng"]
+    setup.watch.skipped = int(checkpoint.get("nonfinite_skipped", 0))
     torch.set_rng_state(rng["torch"])
     if setup.device.type == "cuda" and rng.get("cuda") is not None:
         torch.cuda.set_rng_state_all(rng["cuda"])

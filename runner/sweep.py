@@ -2,9 +2,11 @@
 
 A job of a multirun catches its own failure (a bad config, a diverging loss, any
 error), writes `job.json` and goes back to Hydra as done, so the other jobs run on.
-Every job that ends rewrites the summary from all the `job.json` files there are;
-at the end `SweepSummary` (a Hydra callback) writes it once more, prints it, and
-exits non-zero when any job failed.
+A job's status is ok, diverged (stopped on a NaN, `train.on_nonfinite=stop`), failed,
+interrupted (Ctrl-C) or terminated (SIGTERM). Every job that ends rewrites the summary
+from all the `job.json` files there are (each file written atomically); at the end
+`SweepSummary` (a Hydra callback) writes it once more, prints it, and exits non-zero
+when any job did not end "ok".
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 class SweepSummary(Callback):
     """A multirun's start: a fresh sweep id in sweep.json (the jobs stamp their rows with it).
-    Its end: the final summary, printed; exit code 1 if any job failed."""
+    Its end: the final summary, printed; exit code 1 if any job failed or diverged."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import uuid
@@ -118,7 +120,8 @@ class SweepSummary(Callback):
         print(markdown(rows), end="")
         print(f"summary: {sweep_dir / SUMMARY_MD}")
         print(f"tensorboard --logdir {sweep_dir}")
-        failed = [row for row in rows if row["status"] != "ok"]
+        failed = [row["status"] for row in rows if row["status"] != "ok"]
         if failed:
-            print(f"{len(failed)} of {len(rows)} jobs failed", file=sys.stderr)
+            counts = ", ".join(f"{failed.count(s)} {s}" for s in sorted(set(failed)))
+            print(f"{len(failed)} of {len(rows)} jobs failed ({counts})", file=sys.stderr)
             sys.exit(1)

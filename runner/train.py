@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ from runner.builder import BuiltModel, build
 from runner.config import source, to_plain
 from runner.data import Dataset, make_data
 from runner.device import resolve_device
-from runner.errors import ConfigError, TrainingDiverged, first_line, is_number, require_int
-from runner.stats import StepStats
+from runner.errors import ConfigError, first_line, is_number, require_int
+from runner.faults import NONFINITE_POLICIES, NonFinite, NonFiniteWatch
+from runner.forward import Forward, check_amp
 from runner.tensorboard import RunWriter
 from runner.tying import count_parameters
 
@@ -38,6 +40,7 @@ DEFAULT_LOSS = {
     "classification": "torch.nn.CrossEntropyLoss",
 }
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
+CLASSIFICATION_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.BCELoss, nn.BCEWithLogitsLoss)
 
 
 @dataclass
@@ -54,9 +57,12 @@ class Setup:
     steps: int
     generator: torch.Generator  # the data stream: one shuffle per epoch
     progress: str  # "bar", "lines" or "off"
+    watch: NonFiniteWatch  # train.on_nonfinite: what a NaN or inf loss or gradient does
+    forward: Forward  # the step's forward pass and loss: train.amp, train.compile
     epoch_rng_state: torch.Tensor | None = None  # the data stream before this epoch's shuffle
     start_step: int = 0  # steps already done (a resumed run)
     done_step: int = 0  # the last step the loop finished
+    first_step_at: float | None = None  # time.time() when the first step was done
 
 
 def _integer(node: DictConfig, key: str, where: str, minimum: int) -> int:
@@ -82,11 +88,28 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(
             f"train.progress must be one of {', '.join(PROGRESS_MODES)}, got {train_cfg.progress!r}"
         )
+    optimizer = cfg.optim.get("optimizer")
+    lr = optimizer.get("lr") if isinstance(optimizer, DictConfig) else None
+    if lr is not None and (not is_number(lr) or lr < 0):  # torch's own check names no key
+        raise ConfigError(
+            f"{source(cfg, 'optim')}: optim.optimizer.lr must be a number >= 0, got {lr!r}"
+        )
+    check_amp(train_cfg.get("amp"))
+    if train_cfg.get("on_nonfinite", "stop") not in NONFINITE_POLICIES:
+        raise ConfigError(
+            f"train.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, "
+            f"got {train_cfg.on_nonfinite!r}"
+        )
 
 
 def _instantiate(node: Any, where: str, *args: Any) -> Any:
     from hydra.utils import instantiate
 
+    from runner.config import import_object
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if isinstance(target, str):
+        import_object(target, where)  # Hydra's "Error locating target" names no choices
     try:
         made = instantiate(node)
         return made(*args) if args else made
@@ -129,8 +152,10 @@ def prepare(cfg: DictConfig) -> Setup:
     if cfg.optim.get("scheduler") is not None:
         scheduler = _instantiate(cfg.optim.scheduler, f"{optim_where}: scheduler", optimizer)
     generator = torch.Generator(device).manual_seed(cfg.seed)
+    watch = NonFiniteWatch(cfg.train.get("on_nonfinite", "stop"), model, device)
+    forward = Forward(model, device, cfg.train.get("amp"), cfg.train.get("compile", False))
     setup = Setup(built, model, data, loss_fn, optimizer, scheduler, device, steps, generator,
-                  _progress_mode(cfg))  # fmt: skip
+                  _progress_mode(cfg), watch, forward)  # fmt: skip
     if checkpoint is not None:
         per_epoch = data.n_train // batch_size
         check_same_config(checkpoint, cfg, f"train.resume={resume}")
@@ -166,12 +191,26 @@ def _check_fit(model: nn.Module, data: Dataset, loss_fn: nn.Module, cfg: DictCon
                     f"but {source(cfg, 'data')} needs {tuple(expected)}; set the last layer's "
                     "out_features"
                 )
-            try:
-                value = loss_fn(out, data.y_train[:2])
-            except Exception as error:
+            if kind != "classification" and isinstance(loss_fn, CLASSIFICATION_LOSSES):
+                # CrossEntropyLoss takes float targets as class probabilities: it would run
+                # and learn nothing (one output: a loss of 0 from the first step).
                 raise ConfigError(
-                    f"train.loss: {type(loss_fn).__name__} does not fit {kind} targets: "
-                    f"{first_line(error)}"
+                    f"train.loss: {type(loss_fn).__name__} is a classification loss but "
+                    f"{source(cfg, 'data')} has real-valued targets (kind: {kind}); use a "
+                    "regression loss (torch.nn.MSELoss, L1Loss, HuberLoss) or data=classification"
+                )
+            try:
+                with warnings.catch_warnings():  # MSELoss warns on class ids, then fails
+                    warnings.simplefilter("ignore")
+                    value = loss_fn(out, data.y_train[:2])
+            except Exception as error:
+                fits = "a regression loss such as torch.nn.MSELoss"
+                if kind == "classification":
+                    fits = "a classification loss such as torch.nn.CrossEntropyLoss"
+                raise ConfigError(
+                    f"train.loss: {type(loss_fn).__name__} does not fit {kind} targets "
+                    f"({source(cfg, 'data')}): {first_line(error)}; use {fits}, or null for "
+                    "the default"
                 ) from error
             if value.dim() != 0:
                 raise ConfigError(f"train.loss: {type(loss_fn).__name__} must reduce to one number")
@@ -191,6 +230,12 @@ def evaluate(setup: Setup, x: torch.Tensor, y: torch.Tensor) -> float:
     return value
 
 
+def _losses(setup: Setup) -> dict[str, float]:
+    data = setup.data
+    return {"train": evaluate(setup, data.x_train, data.y_train),
+            "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
+
+
 def hparams_of(cfg: DictConfig, setup: Setup) -> dict[str, Any]:
     """What the HParams dashboard shows for a run: chosen options, seed and key numbers.
     `lr` is the configured rate (read before any schedule moves it)."""
@@ -206,49 +251,57 @@ def train(
 ) -> dict[str, Any]:
     """Train as `cfg` says; write run.json, tb/, model.pt, checkpoint.pt and metrics.json
     into `run_dir`. `provenance` (overrides, config_dir) goes into run.json.
-    Raises TrainingDiverged, saving no model, if the loss becomes NaN or infinite."""
-    from runner.loop import run_loop
+
+    A NaN or infinite loss or gradient ends the run as `train.on_nonfinite` says: `stop`
+    flushes tb/, keeps the last good checkpoint.pt, writes metrics.json with "status":
+    "diverged", no model.pt, and raises TrainingDiverged(stopped=True); `raise` raises
+    TrainingDiverged; `skip` drops those updates and carries on. A Ctrl-C or SIGTERM that
+    the loop held to the end of a step leaves a checkpoint of that step, then propagates
+    (KeyboardInterrupt or faults.Terminated); one that was not held leaves the last one."""
+    from runner.loop import log_initial_state, run_loop
+    from runner.outcome import diverged_error, metrics_of, stop_diverged
     from runner.provenance import record_run
+    from runner.resume import checkpoint_state
 
     setup = prepare(cfg)
     log.info("device: %s", setup.device)
+    if run_dir.is_dir():
+        artifacts.remove_temporaries(run_dir)  # what a killed earlier run here left
     record_run(run_dir, **(provenance or {}), seed=cfg.seed, device=str(setup.device),
                threads=torch.get_num_threads(), choices=dict(cfg.choices))  # fmt: skip
     hparams = hparams_of(cfg, setup)
     writer = RunWriter(run_dir / "tb")  # opens its event file on the first write only
-    data = setup.data
-    initial = {"train": evaluate(setup, data.x_train, data.y_train),
-               "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
-    _log_initial_state(cfg, setup, writer, initial)
+    initial = _losses(setup)
+    log_initial_state(cfg, setup, writer, initial)
+    resume = cfg.train.get("resume")
+    # The newest checkpoint known to hold finite weights: (path, step).
+    good = (Path(resume), setup.start_step) if resume is not None else None
 
     def checkpoint(step: int) -> None:
-        artifacts.save_checkpoint(run_dir, _checkpoint(cfg, setup, step))
+        nonlocal good
+        if good == (run_dir / artifacts.CHECKPOINT_FILE, step):
+            return  # written at this step already (a signal on a checkpoint step)
+        setup.watch.verify(step)  # never replace a good checkpoint with non-finite weights
+        artifacts.save_checkpoint(run_dir, checkpoint_state(cfg, setup, step))
+        good = (run_dir / artifacts.CHECKPOINT_FILE, step)
 
     started = time.perf_counter()
     try:
         run_loop(cfg, setup, writer, checkpoint)
-    except KeyboardInterrupt:
+        final = _losses(setup)
+        if not math.isfinite(final["train"]):
+            raise NonFinite(setup.done_step, f"the final train loss is {final['train']}")
+    except NonFinite as bad:
         writer.close()
-        if setup.done_step > setup.start_step:
-            checkpoint(setup.done_step)  # so train.resume can continue from here
-        raise
+        wall = time.perf_counter() - started
+        if setup.watch.policy == "raise":
+            raise diverged_error(setup, bad) from None
+        metrics = metrics_of(setup, initial, _losses(setup), wall, "diverged")
+        raise stop_diverged(run_dir, setup, bad, metrics, good) from None
     except BaseException:
         writer.close()  # keep what was logged up to the failure
         raise
-    wall = time.perf_counter() - started
-    final = {"train": evaluate(setup, data.x_train, data.y_train),
-             "val": evaluate(setup, data.x_val, data.y_val)}  # fmt: skip
-    if not math.isfinite(final["train"]):
-        writer.close()
-        raise TrainingDiverged.of(f"the final train loss is {final['train']}")
-    unique, total = count_parameters(setup.model)
-    metrics = {
-        "initial_train_loss": initial["train"], "initial_val_loss": initial["val"],
-        "final_train_loss": final["train"], "final_val_loss": final["val"],
-        "steps": setup.steps, "resumed_from_step": setup.start_step, "wall_time_s": wall,
-        "steps_per_s": (setup.steps - setup.start_step) / wall if wall > 0 else 0.0,
-        "params_unique": unique, "params_total": total, "device": str(setup.device),
-    }  # fmt: skip
+    metrics = metrics_of(setup, initial, final, time.perf_counter() - started, "ok")
     writer.text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}\n```")
     finals = {"final/loss_train": final["train"], "final/loss_val": final["val"]}
     writer.hparams(hparams, {k: v for k, v in finals.items() if math.isfinite(v)}, setup.steps)
@@ -257,43 +310,6 @@ def train(
     checkpoint(setup.steps)
     artifacts.save_metrics(run_dir, metrics)
     return metrics
-
-
-def _log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial: dict) -> None:
-    """Step 0: the initialised weights (norms, stds, histograms), the initial losses, and the
-    activations of the first batch (the signal at init). The forward pass runs on a copy
-    with the RNG put back, so training is the same with or without it."""
-    from runner.probe import record_calls
-
-    scalars, histograms = bool(cfg.log.every), bool(cfg.log.hist_every)
-    if not (scalars or histograms) or setup.start_step:
-        return
-    stats = StepStats(setup.model, cfg.log.hist_bins)
-    if scalars:
-        stats.add_calls(record_calls(setup.model, setup.data.x_train[: cfg.train.batch_size]))
-    record = stats.finish(scalars, histograms, {})
-    if scalars:
-        record.scalars["loss/train"] = initial["train"]
-        if cfg.train.val_every and math.isfinite(initial["val"]):
-            record.scalars["loss/val"] = initial["val"]
-    writer.record(0, record)
-
-
-def _checkpoint(cfg: DictConfig, setup: Setup, step: int) -> dict[str, Any]:
-    return {
-        "model": setup.model.state_dict(),
-        "optimizer": setup.optimizer.state_dict(),
-        "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
-        "step": step,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else None,
-            "data": setup.generator.get_state(),
-            # With the step, this replays the current epoch's shuffle: enough to resume mid-epoch.
-            "data_epoch_start": setup.epoch_rng_state,
-        },
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
 
 
 def _progress_mode(cfg: DictConfig) -> str:

@@ -39,3 +39,31 @@ def run_cli(
         env=full_env,
         timeout=300,
     )
+
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+def count_host_reads(monkeypatch) -> dict[str, int]:
+    """Count calls of every Tensor method that copies to the host (a sync on a GPU); the
+    returned dict fills as the test runs."""
+    import torch
+
+    calls: dict[str, int] = {}
+    for method in HOST_READS:
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _name=method, _original=original, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    return calls
+
+
+def write_files(folder: Path, files: dict[str, str]) -> Path:
+    """Write {relative path: text} under `folder` (a user's --config-dir); return it."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder

@@ -9,7 +9,7 @@ from conftest import REPO
 
 def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
-    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    quick_start = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```bash\n(.+?)\n```", quick_start)
 
 

@@ -111,24 +111,104 @@ def test_resume_refuses_a_config_that_changes_training_but_allows_a_longer_run(t
     assert metrics["resumed_from_step"] == 4 and metrics["steps"] == 8
 
 
-def test_ctrl_c_saves_a_checkpoint_at_the_last_finished_step(tmp_path, monkeypatch):
+def interrupt_in_step(step: int, interrupt):
+    """A `prepare` whose loss calls `interrupt()` in training step `step` (evaluations not counted)."""
     real_prepare = train_module.prepare
 
-    def prepare_interrupted_in_step_7(cfg):
+    def prepare(cfg):
         setup = real_prepare(cfg)
         loss, calls = setup.loss_fn, {"n": 0}
 
         def interrupting(*args):
-            calls["n"] += setup.model.training  # count training steps, not evaluations
-            if calls["n"] == 7:
-                raise KeyboardInterrupt
+            calls["n"] += setup.model.training
+            if calls["n"] == step and setup.model.training:
+                interrupt()
             return loss(*args)
 
         setup.loss_fn = interrupting
         return setup
 
-    monkeypatch.setattr(train_module, "prepare", prepare_interrupted_in_step_7)
+    return prepare
+
+
+def test_ctrl_c_ends_the_step_checkpoints_it_and_resumes_to_the_same_bits(tmp_path, monkeypatch):
+    """The first Ctrl-C is held until step 7 ends (dropout has drawn, Adam has stepped): the
+    checkpoint holds one whole step, so the resumed run equals one never interrupted."""
+    import os
+    import signal
+
+    monkeypatch.setattr(train_module, "prepare",
+                        interrupt_in_step(7, lambda: os.kill(os.getpid(), signal.SIGINT)))  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         train(runner.compose(COMMON), tmp_path / "stopped")
-    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 7
     assert not (tmp_path / "stopped" / "model.pt").exists()
+    resume = f"train.resume={tmp_path / 'stopped' / 'checkpoint.pt'}"
+    train(runner.compose([*COMMON, resume]), tmp_path / "resumed")
+    train(runner.compose(COMMON), tmp_path / "straight")
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_an_interrupt_mid_step_keeps_the_last_whole_checkpoint(tmp_path, monkeypatch):
+    """A KeyboardInterrupt that was not held (a second Ctrl-C, a worker thread) lands mid-step,
+    where weights, optimizer and RNG disagree: no checkpoint of that state is written."""
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "prepare", interrupt_in_step(7, interrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train(runner.compose([*COMMON, "train.checkpoint_every=5"]), tmp_path / "stopped")
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 5
+    assert not (tmp_path / "stopped" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_143_and_resume_gives_the_same_bits(tmp_path):
+    """SLURM pre-emption: SIGTERM to `python -m runner` mid-run flushes TensorBoard, writes a
+    checkpoint at the end of the current step and exits 143; `train.resume` then finishes
+    with the bits of a run that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, run_cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    kept = [c for c in COMMON if not c.startswith(("train.steps", "log.every"))]
+    common = [*kept, "log.every=25"]
+    stopped = tmp_path / "stopped"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", *common, "train.steps=1000000",
+         "train.checkpoint_every=100", f"hydra.run.dir={stopped}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (stopped / "checkpoint.pt").exists():  # written whole (atomically) or not at all
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        f"terminated; continue with train.resume={stopped / 'checkpoint.pt'}"
+    )
+    at = torch.load(stopped / "checkpoint.pt", weights_only=True)["step"]
+    assert at >= 100 and not (stopped / "model.pt").exists()
+    events = EventAccumulator(str(stopped / "tb"))
+    events.Reload()  # flushed on the way out: the last logged step is the last one due
+    assert events.Scalars("loss/train")[-1].step == at - at % 25
+
+    end = f"train.steps={at + 15}"
+    result = run_cli("runner", *common, end, f"train.resume={stopped / 'checkpoint.pt'}",
+                     f"hydra.run.dir={tmp_path / 'resumed'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    train(runner.compose([*common, end]), tmp_path / "straight")
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -70,3 +70,15 @@ def test_one_step_of_statistics_equals_hand_computation():
     assert h.bucket_counts == pytest.approx(expected.tolist())
     g = record.histograms["grads/4.bias"]
     assert g.sum == pytest.approx(grads["4.bias"].sum().item(), abs=1e-6)
+
+
+def test_fast_event_checksum_equals_tensorboards_own():
+    import os
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from runner.tensorboard import masked_crc32c
+
+    for size in (0, 1, 7, 64, 1000, 10_001):
+        data = os.urandom(size)
+        assert masked_crc32c(data) == reference(data)

@@ -1,0 +1,143 @@
+"""`python -m runner`'s command line, composed before Hydra composes it.
+
+Hydra reports a bad config over several lines and exits with 1; composing the command
+line first (each swept option once, not the whole grid) turns any mistake into the
+one-line error and exit code 2 of every other bad input, before a job starts. The
+output dir is checked too, since Hydra creates it before the run's own code runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from runner.config import check_no_new_variables, compose, compose_with_hydra, job_config
+from runner.config_errors import first_lines
+from runner.errors import ConfigError
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """Compose what `python -m runner ARGV` would run, raising ConfigError for a bad config.
+
+    Hydra reports its own composition errors over several lines and exits with 1, from
+    inside `@hydra.main`; composing first gives the runner's one line and exit code 2.
+    In a multirun (`-m`, or an experiment's `hydra.sweeper.params`), every option of a
+    swept group and one value of each type of a swept key is composed, so a bad job
+    fails the sweep before any job starts; ranges and names are checked by each job.
+    Flags that do not compose a job (--help, --info, ...) are left to Hydra. The run dir
+    (or sweep dir) must be a folder that can be made: Hydra makes it before any job.
+    """
+    import argparse
+
+    from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself uses
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        args, unknown = parser.parse_known_args(list(argv))
+    except argparse.ArgumentError:
+        return  # Hydra prints its own usage error
+    if unknown or args.help or args.hydra_help or args.info or args.shell_completion:
+        return
+    if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
+        return  # another primary config folder, or a pickled config: nothing of ours to check
+    overrides, config_dir = list(args.overrides), args.config_dir
+    name = args.config_name or "config"
+    if not args.multirun:
+        cfg = compose_with_hydra(overrides, name, config_dir)
+        run_dir = _planned_dir(cfg, "run")
+        check_no_new_variables(cfg, overrides, name, config_dir)
+        job_config(cfg, overrides)
+        check_output_dir(run_dir, "hydra.run.dir")
+        return
+    for job in _covering_jobs(overrides, name, config_dir):
+        compose(job, name, config_dir)
+
+
+def _planned_dir(cfg: DictConfig, mode: str) -> str | None:
+    """hydra.run.dir or hydra.sweep.dir as Hydra will make it (None if it does not resolve
+    here: Hydra reports that itself)."""
+    try:
+        return str(cfg.hydra[mode].dir)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_output_dir(folder: str | Path | None, key: str) -> None:
+    """A ConfigError unless `folder` is, or can be made, a folder we may write into.
+
+    Hydra makes the run dir before the job starts and reports a failure with a traceback;
+    this checks the nearest part of the path that exists: a file there (`afile/run`) or a
+    folder without write permission would stop it.
+    """
+    import os
+
+    if folder is None:
+        return
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{key}={folder}: cannot make this folder: {existing} is a file, not a folder; "
+            f"give {key} a path under a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={folder}: cannot make or write this folder: {existing} is not writable; "
+            f"give {key} a folder you can write to"
+        )
+
+
+# Hydra's default sweeper: its grid comes from the command line and hydra.sweeper.params.
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def _covering_jobs(
+    overrides: list[str], config_name: str, config_dir: str | None
+) -> list[list[str]]:
+    """Override lists that, together, compose every option of each swept config group and
+    one value of each type of each swept key: a few jobs instead of the whole grid."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Transformer
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(f"command line: {first_lines(str(error))}") from error
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    base = compose_with_hydra(fixed, config_name, config_dir)
+    sweep_dir = _planned_dir(base, "sweep")
+    groups = set(base.hydra.runtime.choices)
+    params = []
+    if base.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+    job_config(base, fixed)
+    check_output_dir(sweep_dir, "hydra.sweep.dir")
+    # As the basic sweeper does: the config's params first, the command line's win per key.
+    picked: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(params) + parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            picked[key] = [override.get_value_element_as_str()]
+            continue
+        try:
+            values = list(override.sweep_iterator())
+        except HydraException:
+            picked.pop(key, None)  # a glob or an interval: left to the sweeper
+            continue
+        if key.lstrip("+~").split("@")[0] in groups:
+            picked[key] = list(dict.fromkeys(Transformer.str(v) for v in values))
+        else:
+            by_type: dict[type, str] = {}
+            for value in values:
+                by_type.setdefault(type(value), Transformer.str(value))
+            picked[key] = list(by_type.values())
+    count = max((len(values) for values in picked.values()), default=0)
+    return [
+        [f"{key}={values[i % len(values)]}" for key, values in picked.items()] for i in range(count)
+    ]

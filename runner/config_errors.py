@@ -1,0 +1,160 @@
+"""Hydra's and OmegaConf's multi-line reports, turned into one line for the user.
+
+Each message names where the value came from (a config file such as `data/regression.yaml`,
+or `command line`), the key path, and what would be valid: the expected type from the
+schemas of runner/schemas.py, the valid keys, or the options of a group.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import schemas
+from runner.errors import ConfigError, did_you_mean, one_of
+
+
+def schema_message(error: Exception) -> str | None:
+    """One line for a value that does not fit the schema, or a key it does not declare:
+    "data/mine.yaml: data.n_train must be an integer, got 'abc'". None for other errors."""
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        ConfigTypeError,
+        OmegaConfBaseException,
+    )
+
+    # An override's error is the cause; a file's is re-raised inside Hydra's except block.
+    cause = error.__cause__ or error.__context__
+    full_key = getattr(cause, "full_key", None)
+    if not isinstance(cause, OmegaConfBaseException) or full_key in (None, ""):
+        return None
+    text = str(error)
+    loaded = re.match(r"In '([^']+)': ", text)
+    override = re.match(r"(?:Error merging override|Could not override) '?([^'\s]+)", text)
+    if loaded:
+        origin = f"{loaded.group(1)}.yaml"
+        group = loaded.group(1).split("/")[0]
+        list_key = only_list_of_containers(group)
+    elif override:
+        origin = "command line"
+        list_key = override.group(1).split("=", 1)[0].lstrip("+~")
+    else:
+        return None
+    path = str(full_key)
+    if path.isdigit() and list_key:  # OmegaConf names an item of a list merged in by index alone
+        path = f"{list_key}[{path}]"
+    if isinstance(cause, ConfigTypeError) and "deletion" in str(cause):
+        return f"{origin}: {path} cannot be deleted: the schema declares it; set it instead"
+    parent, _, leaf = path.rpartition(".")
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        node_type = schemas.type_at(parent) if parent else schemas.RunSchema
+        if not schemas.is_schema(node_type):
+            return None  # a key missing from a free-form node: override_message lists its keys
+        hint = ""
+        if override and schemas.takes_variables(node_type):
+            hint = f" (to add a variable, write +{path}=...)"
+        return unknown_key(origin, path, schemas.keys_of(node_type), hint)
+    expected = schemas.type_at(path)
+    if expected is None:
+        return f"{origin}: {path}: {first_lines(str(getattr(cause, 'msg', cause)))}"
+    got = getattr(cause, "value", None)
+    from runner.config import to_plain
+
+    shown = f", got {brief(to_plain(got))}" if got is not None else ""
+    return f"{origin}: {path} must be {schemas.describe(expected)}{shown}"
+
+
+def unknown_key(origin: str, path: str, valid: Sequence[str], hint: str = "") -> str:
+    """The one line for a key no schema declares, with the valid keys and the nearest ones."""
+    parent, _, leaf = path.rpartition(".")
+    of = f" of {parent}" if parent else ""
+    return (
+        f"{origin}: unknown key '{path}'; valid keys{of}: {one_of(valid, limit=30)}"
+        f"{did_you_mean(leaf, valid)}{hint}"
+    )
+
+
+def only_list_of_containers(group: str) -> str | None:
+    """The one key of a group that holds a list of lists or mappings (tying.groups, init.rules):
+    where an item OmegaConf names by its index alone must be."""
+    schema = schemas.type_at(group)
+    if not schemas.is_schema(schema):
+        return None
+    keys = [key for key in schemas.keys_of(schema)
+            if schemas.is_list_of_containers(schemas.type_at(f"{group}.{key}"))]  # fmt: skip
+    return f"{group}.{keys[0]}" if len(keys) == 1 else None
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def missing_option_message(error: Exception) -> str:
+    text = str(error)
+    match = re.search(r"Could not find '([^']+)'", text)
+    options = getattr(error, "options", None)
+    if match and options:
+        group, _, option = match.group(1).rpartition("/")
+        return (
+            f"{group}={option}: no such config ({group}/{option}.yaml); "
+            f"valid: {one_of(sorted(options))}{did_you_mean(option, options)}"
+        )
+    return first_lines(text)
+
+
+def yaml_message(error: Exception) -> str:
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"YAML error: {first_lines(str(error))}"
+    problem = getattr(error, "problem", None) or "syntax error"
+    where = f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark:
+        where = (
+            f"{context} (line {context_mark.line + 1}, column {context_mark.column + 1}): {where}"
+        )
+    return f"{mark.name}: YAML syntax error: {where}"
+
+
+def override_message(
+    error: Exception, overrides: list[str], config_name: str, config_dir: str | Path | None
+) -> str:
+    """Hydra's "Could not override 'a.b'" made to list the keys that do exist at a."""
+    match = re.match(r"Could not override '([^']+)'", str(error))
+    twice = re.match(r"Multiple values for ([\w/.]+)\.", str(error))
+    added = [o for o in overrides if twice and o.startswith(f"+{twice.group(1)}=")]
+    if added:  # `+experiment=x` where the defaults list already has `experiment: null`
+        group, option = added[0][1:].split("=", 1)
+        return (f"command line: {added[0]}: {group} is already in {config_name}.yaml's defaults; "
+                f"write {group}={option} (without +)")  # fmt: skip
+    if not match:
+        override = getattr(error, "override", None)
+        prefix = f"override '{override}': " if override else ""
+        return prefix + first_lines(str(error))
+    key = match.group(1)
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+    from runner.config import compose  # config.py imports this module
+
+    try:
+        base = compose(rest, config_name, config_dir) if rest != overrides else None
+        node = OmegaConf.select(base, parent) if (base is not None and parent) else base
+    except ConfigError:
+        node = None
+    keys = [k for k in node if k != "choices"] if isinstance(node, DictConfig) else []
+    valid = f"; valid keys{' of ' + parent if parent else ''}: {one_of(keys)}" if keys else ""
+    near = did_you_mean(leaf, keys)
+    return f"{key}: no such key in the config{valid}{near} (to add a new key, write +{key}=...)"
+
+
+def first_lines(text: str) -> str:
+    # Hydra and PyYAML messages span lines; keep what names the problem on one line.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("See https://", "Config search path"))]
+    return "; ".join(kept[:4])

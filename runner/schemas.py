@@ -1,0 +1,477 @@
+"""Typed schemas of the config tree: what each key holds, checked by Hydra at compose time.
+
+Every config group and the top-level settings is a dataclass here. `register()` stores
+the whole tree in Hydra's ConfigStore as `schema/run` (and `schema/inspect`, which adds
+`inspect.*`), and conf/config.yaml lists it first in its defaults. Every file composed
+after it, shipped or from `--config-dir`, is merged *into* the typed tree, so a value
+of the wrong type or a key that no schema declares fails the composition, naming the
+key path.
+
+`train`, `log`, `data` and `optim` are closed: the runner reads every key they may hold.
+`model`, `init` and `tying` also take variables of their own (`width: 256` ... `out_features:
+${model.width}`), so their nodes stay open and runner.config checks that an extra key
+holds a single value. Layer lists, init rules and `_target_` nodes take free-form
+arguments: they are typed as lists and mappings here and checked in full when the
+model is built.
+
+`config_reference()` renders the markdown reference of every key from these classes,
+so the documentation cannot drift from what is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+# The ConfigStore group of the schemas; conf/config.yaml and conf/inspect.yaml name their option.
+SCHEMA_GROUP = "schema"
+
+
+def setting(default: Any = MISSING, doc: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    """A schema field with its one-line description (read by `config_reference`).
+
+    `default` MISSING makes the key required; `factory` gives a fresh list or dict per config.
+    """
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": doc})
+    return dataclasses.field(default=default, metadata={"help": doc})
+
+
+@dataclass
+class ModelSchema:
+    """`model`: the architecture (conf/model/*.yaml).
+
+    Other keys are variables holding one value (`width: 256`, used as `${model.width}`).
+    """
+
+    layers: list[Any] = setting(
+        doc="the layers in order: {type: alias, torch.nn class or block name, ...kwargs}, "
+        "{_target_: module class, ...kwargs}, or a bare alias; optional repeat and name"
+    )
+    blocks: dict[str, list[Any]] = setting(
+        doc="named lists of layers that `type:` can use, nested as nn.Sequential", factory=dict
+    )
+
+
+@dataclass
+class InitSchema:
+    """`init`: which scheme fills which parameter (conf/init/*.yaml).
+
+    Other keys are variables holding one value (`val: 42`, used as `${init.val}`).
+    """
+
+    rules: list[dict[str, Any]] = setting(
+        doc="in order, the last match wins: {params: glob(s), modules: class(es), scheme: name "
+        "or _target_: fn, optional: bool, ...arguments}; unmatched parameters keep PyTorch's init",
+        factory=list,
+    )
+
+
+@dataclass
+class TyingSchema:
+    """`tying`: modules or parameters that are one (conf/tying/*.yaml).
+
+    Other keys are variables holding one value.
+    """
+
+    groups: list[list[Any]] = setting(
+        doc="each a list of module paths (one module) or parameter paths (one Parameter), "
+        "globs allowed; the first member owns the tensor",
+        factory=list,
+    )
+
+
+@dataclass
+class DataSchema:
+    """`data`: synthetic data made on the device (conf/data/*.yaml); it sizes the model's input.
+
+    One schema for the three kinds, as the runner reads them: keys of another kind are unused.
+    """
+
+    kind: str = setting(doc="regression | classification | teacher")
+    in_features: int = setting(4, "features per sample; the model's first layer is sized from it")
+    in_shape: list[int] | None = setting(
+        None, "per-sample input shape for conv models, e.g. [3, 8, 8]; overrides in_features"
+    )
+    out_features: int = setting(doc="targets (or logits) per sample")
+    n_train: int = setting(doc="training samples")
+    n_val: int = setting(doc="validation samples, drawn from the same distribution")
+    noise: float = setting(0.0, "std of the Gaussian noise on the targets (regression, teacher)")
+    true_w: list[float] | None = setting(
+        None, "regression: one weight per feature, e.g. [2, -3.4, 1, 0]; null: drawn from the seed"
+    )
+    true_b: float | None = setting(
+        None, "regression: the bias, e.g. 4.2; null: drawn from the seed"
+    )
+    n_classes: int | None = setting(None, "classification: number of clusters (classes)")
+    spread: float = setting(
+        3.0, "classification: std of the cluster centres around 0 (each cluster has unit std)"
+    )
+    teacher_width: int | None = setting(None, "teacher: units per hidden layer of the teacher")
+    teacher_depth: int | None = setting(None, "teacher: hidden layers of the teacher")
+    teacher_activation: str | None = setting(None, "teacher: tanh | relu")
+
+
+@dataclass
+class OptimSchema:
+    """`optim`: optimizer and LR schedule (conf/optim/*.yaml)."""
+
+    optimizer: dict[str, Any] = setting(
+        doc="{_target_: torch.optim class, _partial_: true, lr: ..., ...}, "
+        "called with the model's unique parameters"
+    )
+    # Typed Any, not `dict | None`: OmegaConf 2.3 cannot merge a mapping into a None that is
+    # typed Optional[Dict] (`optim.scheduler={...}` fails inside OmegaConf). Same for train.loss.
+    scheduler: Any = setting(
+        None,
+        "a {_target_: torch.optim.lr_scheduler class, _partial_: true, ...} mapping, stepped "
+        "every step; null: a constant rate",
+    )
+
+
+@dataclass
+class TrainSchema:
+    """`train`: the training loop (conf/config.yaml)."""
+
+    steps: int = setting(1000, "optimizer steps; 0 builds, initialises and saves without training")
+    epochs: int | None = setting(
+        None, "if set, steps = epochs * (n_train // batch_size), replacing steps"
+    )
+    batch_size: int = setting(32, "samples per step, sliced from the data on the device")
+    val_every: int = setting(100, "validation loss every N steps and at the end (0: off)")
+    loss: Any = setting(  # Any: see OptimSchema.scheduler
+        None,
+        "a {_target_: ...} mapping of a loss module; null: MSE for regression and teacher, "
+        "cross-entropy for classification",
+    )
+    grad_clip: float | None = setting(
+        None, "clip the global gradient norm to this value (null: no clipping)"
+    )
+    progress: str = setting(
+        "auto", "auto (a bar on a terminal, log lines otherwise) | bar | lines | off"
+    )
+    checkpoint_every: int = setting(
+        0, "also write checkpoint.pt every N steps, for resuming after a crash (0: at the end only)"
+    )
+    resume: str | None = setting(
+        None, "path of a checkpoint.pt to continue from; the run then ends at train.steps"
+    )
+    on_nonfinite: str = setting(
+        "stop",
+        "a NaN/inf loss or gradient: stop (metrics.json says diverged; the last good "
+        "checkpoint kept) | skip (drop that update; one host sync a step) | raise (fail the job)",
+    )
+    amp: str | None = setting(
+        None, "null (full precision) | bf16: autocast of the forward pass and the loss"
+    )
+    compile: bool = setting(False, "torch.compile the model for the training steps")
+
+
+@dataclass
+class LogSchema:
+    """`log`: what goes to TensorBoard, and how often (conf/config.yaml)."""
+
+    every: int = setting(
+        10, "scalars (norms, stds, update ratios, activations, loss, lr) every N steps (0: off)"
+    )
+    hist_every: int = setting(100, "weight and gradient histograms every N steps (0: off)")
+    hist_bins: int = setting(64, "bins of each histogram, counted on the device")
+
+
+@dataclass
+class RunSchema:
+    """The config of `python -m runner`: one option of each group plus the top-level settings.
+
+    Fields are in the order the keys are composed (groups, then conf/config.yaml's own keys).
+    """
+
+    model: ModelSchema = setting(doc="the architecture", factory=ModelSchema)
+    init: InitSchema = setting(doc="the init rules", factory=InitSchema)
+    tying: TyingSchema = setting(doc="the tying groups", factory=TyingSchema)
+    data: DataSchema = setting(doc="the synthetic data", factory=DataSchema)
+    optim: OptimSchema = setting(doc="optimizer and schedule", factory=OptimSchema)
+    seed: int = setting(
+        0, "seeds layer construction, init, data, shuffling and dropout: one seed, one set of bits"
+    )
+    device: str = setting("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    train: TrainSchema = setting(doc="the training loop", factory=TrainSchema)
+    log: LogSchema = setting(doc="TensorBoard logging", factory=LogSchema)
+
+
+@dataclass
+class InspectOptionsSchema:
+    """`inspect`: what `python -m runner.inspect` shows about the model (conf/inspect.yaml)."""
+
+    param: str | None = setting(
+        None,
+        "a parameter or module path to print, e.g. 0.1.0.bias (the chapter's rgnet[0][1][0].bias)",
+    )
+    batch_size: int = setting(2, "samples in the batch that shows each layer's output shape")
+    probe_batch: int = setting(
+        256, "samples in the signal-propagation probe: activation and gradient std per layer"
+    )
+
+
+@dataclass
+class InspectSchema(RunSchema):
+    """The config of `python -m runner.inspect`: the run's config plus `inspect.*`."""
+
+    inspect: InspectOptionsSchema = setting(
+        doc="what runner.inspect shows", factory=InspectOptionsSchema
+    )
+
+
+# Groups whose files may define variables for their own interpolations (`${model.width}`).
+WITH_VARIABLES = (ModelSchema, InitSchema, TyingSchema)
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore as `schema/run` and `schema/inspect`.
+
+    Both sit at the global package, so the config that lists one is typed as a whole;
+    the nodes of WITH_VARIABLES are left open (struct off) for the files' variables.
+    Storing again replaces the entries, so calling this twice is harmless.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, schema in (("run", RunSchema), ("inspect", InspectSchema)):
+        store.store(group=SCHEMA_GROUP, name=name, node=_typed_node(schema), package="_global_")
+
+
+def _typed_node(schema: type) -> DictConfig:
+    node = OmegaConf.structured(schema)
+    for field in dataclasses.fields(schema):
+        if _hints(schema)[field.name] in WITH_VARIABLES:
+            OmegaConf.set_struct(node[field.name], False)
+    return node
+
+
+def takes_variables(node_type: Any) -> bool:
+    """True for the schema of a group whose files may hold variables of their own."""
+    return node_type in WITH_VARIABLES
+
+
+def is_schema(node_type: Any) -> bool:
+    """True for a dataclass of this module (a closed or variable-taking node of the tree)."""
+    return dataclasses.is_dataclass(node_type) and node_type.__module__ == __name__
+
+
+def keys_of(schema: type) -> list[str]:
+    """The keys a schema declares, in order."""
+    return [field.name for field in dataclasses.fields(schema)]
+
+
+# -- checking a composed config -------------------------------------------------------------
+
+
+def undeclared_keys(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, type, Any]]:
+    """(path, schema, value) of each key of a composed config that its schema does not
+    declare, depth first. Hydra lets `+train.foo=1` add one; a variable (one value) of a
+    group that takes variables passes. The runner's own `choices` at the top passes too."""
+    node_type = OmegaConf.get_type(node)
+    if not is_schema(node_type):
+        return  # free-form: `_target_` kwargs, layer arguments
+    declared = keys_of(node_type)
+    for key in node:
+        path, child = f"{prefix}{key}", node._get_node(key)
+        nested = isinstance(child, (DictConfig, ListConfig))
+        if key in declared:
+            if _is_dict_value(child):
+                yield from undeclared_keys(child, f"{path}.")
+            continue
+        if prefix == "" and key == "choices":
+            continue
+        if nested or not takes_variables(node_type):
+            yield path, node_type, OmegaConf.to_container(child) if nested else child._value()
+
+
+def unset_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
+    """Paths of required values left unset ("???"), in config order. Unlike
+    OmegaConf.missing_keys this resolves no interpolation, so a layer's `${data.out_features}`
+    does not fail before the unset `data.out_features` itself is named."""
+    for key in node:
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            yield path
+            continue
+        child = node._get_node(key)
+        if _is_dict_value(child):
+            yield from unset_keys(child, f"{path}.")
+
+
+def _is_dict_value(node: Any) -> bool:
+    # A mapping to walk into: not null, unset ("???") or an interpolation to another node.
+    if not isinstance(node, DictConfig):
+        return False
+    return not (node._is_none() or node._is_missing() or node._is_interpolation())
+
+
+# -- looking up a key path -------------------------------------------------------------------
+
+
+def type_at(path: str) -> Any:
+    """The declared type at a key path such as "train.batch_size" or "data.true_w[0]", or
+    None where the tree is free-form (layer arguments, `_target_` kwargs) or has no such key."""
+    # InspectSchema is the run's schema plus `inspect`: one root answers for both configs.
+    current: Any = InspectSchema
+    for part in re.findall(r"[^.\[\]]+", path):
+        current = _strip_optional(current)
+        if dataclasses.is_dataclass(current):
+            current = _hints(current).get(part)
+        elif get_origin(current) is list and part.isdigit():
+            current = (get_args(current) or (Any,))[0]
+        elif get_origin(current) is dict:
+            current = (get_args(current) or (str, Any))[1]
+        else:
+            return None
+        if current is None or current is Any:
+            return None
+    return current
+
+
+def is_list_of_containers(tp: Any) -> bool:
+    """True for a list whose items are lists or mappings (`tying.groups`, `init.rules`)."""
+    inner = _strip_optional(tp)
+    if get_origin(inner) is not list:
+        return False
+    (item,) = get_args(inner) or (Any,)
+    return get_origin(item) in (list, dict) or dataclasses.is_dataclass(item)
+
+
+def describe(tp: Any) -> str:
+    """What a value of type `tp` must be, in words: "an integer", "a list of numbers or null"."""
+    inner = _strip_optional(tp)
+    text = _describe(inner)
+    return f"{text} or null" if inner is not tp else text
+
+
+def _describe(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(keys_of(tp))}"
+    if get_origin(tp) is list:
+        (item,) = get_args(tp) or (Any,)
+        return "a list" if item is Any else f"a list of {_plural(item)}"
+    if get_origin(tp) is dict or tp is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, "a value"
+    )
+
+
+def _plural(tp: Any) -> str:
+    if get_origin(tp) is list:
+        return "lists"
+    if get_origin(tp) is dict or dataclasses.is_dataclass(tp):
+        return "mappings"
+    return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(tp, "values")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if get_origin(tp) is Union or type(tp).__name__ == "UnionType":
+        rest = [arg for arg in get_args(tp) if arg is not type(None)]
+        return rest[0] if len(rest) == 1 else Any
+    return tp
+
+
+def _hints(schema: type) -> dict[str, Any]:
+    # The annotations are strings (postponed evaluation); resolve them in this module.
+    return get_type_hints(schema)
+
+
+# -- the reference ---------------------------------------------------------------------------
+
+
+def config_reference() -> str:
+    """The markdown reference of the config: every group and key with its type, default and
+    a one-line description, generated from the schemas above."""
+    lines = [
+        "Generated from `runner/schemas.py` by `runner.schemas.config_reference()`.",
+        "Types are checked when the config is composed; ranges and names before training.",
+        "",
+    ]
+    sections = [("top level", "The settings outside any group (conf/config.yaml).", RunSchema, "")]
+    sections += [(f"`{name}`", _doc(schema), schema, f"{name}.")
+                 for name, schema in _sections(InspectSchema, "")]  # fmt: skip
+    for title, doc, schema, prefix in sections:
+        lines += [f"#### {title}", "", doc, ""]
+        if takes_variables(schema):
+            lines += ["Other keys of this group are variables holding one value, for its own "
+                      "interpolations.", ""]  # fmt: skip
+        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        lines += [*_rows(schema, prefix), ""]
+    lines += [
+        "#### `experiment`",
+        "",
+        "A study (conf/experiment/*.yaml, `# @package _global_`): it sets keys of the groups "
+        "above and Hydra's sweeper, and has no keys of its own.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _sections(schema: type, prefix: str) -> Iterator[tuple[str, type]]:
+    for field in dataclasses.fields(schema):
+        tp = _hints(schema)[field.name]
+        if dataclasses.is_dataclass(tp):
+            yield f"{prefix}{field.name}", tp
+            yield from _sections(tp, f"{prefix}{field.name}.")
+
+
+def _rows(schema: type, prefix: str) -> Iterator[str]:
+    for field in dataclasses.fields(schema):
+        tp = _hints(schema)[field.name]
+        if dataclasses.is_dataclass(tp):
+            continue  # a section of its own
+        help_text = field.metadata.get("help", "")
+        yield (
+            f"| `{prefix}{field.name}` | {_cell(_type_name(tp))} | {_cell(_default(field))} "
+            f"| {_cell(help_text)} |"
+        )
+
+
+def _doc(schema: type) -> str:
+    # The docstring's first line less its "`name`: " lead, which the section title shows.
+    first = (schema.__doc__ or "").strip().splitlines()[0]
+    text = re.sub(r"^`[\w.]+`: ", "", first)
+    return text[:1].upper() + text[1:]
+
+
+def _type_name(tp: Any) -> str:
+    inner = _strip_optional(tp)
+    if inner is not tp:
+        return f"{_type_name(inner)} or null"
+    if get_origin(inner) is list:
+        (item,) = get_args(inner) or (Any,)
+        return "list" if item is Any else f"list of {_type_name(item)}"
+    if get_origin(inner) is dict:
+        return "mapping"
+    return {int: "int", float: "float", str: "str", bool: "bool"}.get(inner, "any")
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default_factory is not dataclasses.MISSING:
+        return _yaml_value(field.default_factory())
+    if field.default is MISSING:
+        return "required"
+    return _yaml_value(field.default)
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return "[]" if value == [] else "{}" if value == {} else repr(value)
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    # A "|" inside a cell would end it.
+    return text.replace("|", "\\|")
