@@ -145,7 +145,7 @@ def startup(args: argparse.Namespace) -> list[str]:
              workload.batch)  # fmt: skip
     times: dict[str, list[float]] = {"import torch": [], "plain": [], "runner": []}
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp:
-        for i in range(max(3, args.repeats // 2)):
+        for i in range(max(1, min(5, args.repeats // 2))):
             times["import torch"].append(_spawn_seconds([sys.executable, "-c", "import torch"]))
             code = PLAIN_FIRST_STEP.format(sizes=sizes, device=workload.device)
             times["plain"].append(_spawn_seconds([sys.executable, "-c", code]))
@@ -191,10 +191,11 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace) -> list[str]:
-    """Peak memory of the plain loop and the runner (default logging), medians of 3 processes."""
-    runs = {name: [_peak_memory(args, name) for _ in range(3)]
+    """Peak memory of the plain loop and the runner (default logging), medians of up to 3
+    processes (one per repetition)."""
+    runs = {name: [_peak_memory(args, name) for _ in range(min(3, args.repeats))]
             for name in ("plain", "default logging")}  # fmt: skip
-    lines = ["| peak memory (median of 3 processes) | plain | runner, default logging | "
+    lines = ["| peak memory (median of processes) | plain | runner, default logging | "
              "runner / plain | target |", "|---|---:|---:|---:|---|"]  # fmt: skip
     for key, label in (("rss_mb", "process RSS, MiB"), ("cuda_mb", "CUDA allocated, MiB")):
         if key in runs["plain"][0]:

@@ -198,11 +198,13 @@ def test_the_command_line_is_checked_before_hydra_runs(argv, words):
 
 
 def test_a_multirun_is_checked_with_a_few_jobs_not_the_grid(monkeypatch):
-    import runner.config
+    import runner.command_line
 
     composed = []
-    real = runner.config.compose
-    monkeypatch.setattr(runner.config, "compose", lambda o, *a: composed.append(o) or real(o, *a))
+    real = runner.command_line.compose
+    monkeypatch.setattr(
+        runner.command_line, "compose", lambda o, *a: composed.append(o) or real(o, *a)
+    )
     check_command_line(["-m", "seed=range(0,50)", "init=normal,xavier,kaiming", "train.steps=2"])
     # Each option of the swept group once; the fifty seeds are all integers: one of them is enough.
     assert sorted(job[1] for job in composed) == ["init=kaiming", "init=normal", "init=xavier"]
