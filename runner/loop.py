@@ -42,6 +42,8 @@ def run_loop(
         with StepBoundary() as signals:
             _steps(cfg, setup, writer, checkpoint, signals, bar)
             setup.watch.verify(setup.done_step)  # the one read a run without logging makes
+            if signals.pending is not None:  # a signal during that check: the step is whole
+                checkpoint(setup.done_step)
     finally:
         if bar is not None:
             bar.close()

@@ -298,16 +298,23 @@ def train(
             raise diverged_error(setup, bad) from None
         metrics = metrics_of(setup, initial, _losses(setup), wall, "diverged")
         raise stop_diverged(run_dir, setup, bad, metrics, good) from None
-    except BaseException:
+    except BaseException as error:
         writer.close()  # keep what was logged up to the failure
+        if isinstance(error, KeyboardInterrupt) and setup.done_step == setup.steps:
+            checkpoint(setup.done_step)  # every step ran (a signal in the last checks)
         raise
-    metrics = metrics_of(setup, initial, final, time.perf_counter() - started, "ok")
-    writer.text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}\n```")
-    finals = {"final/loss_train": final["train"], "final/loss_val": final["val"]}
-    writer.hparams(hparams, {k: v for k, v in finals.items() if math.isfinite(v)}, setup.steps)
-    writer.close()
-    artifacts.save_model(run_dir, setup.model)
-    checkpoint(setup.steps)
+    try:
+        metrics = metrics_of(setup, initial, final, time.perf_counter() - started, "ok")
+        writer.text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}\n```")
+        finals = {"final/loss_train": final["train"], "final/loss_val": final["val"]}
+        writer.hparams(hparams, {k: v for k, v in finals.items() if math.isfinite(v)}, setup.steps)
+        writer.close()
+        artifacts.save_model(run_dir, setup.model)
+        checkpoint(setup.steps)
+    except KeyboardInterrupt:  # every step ran: resuming from here only writes the files
+        writer.close()
+        checkpoint(setup.steps)
+        raise
     artifacts.save_metrics(run_dir, metrics)
     return metrics
 

@@ -282,3 +282,19 @@ def test_a_really_read_only_folder(earlier_run):
     finally:
         run_dir.chmod(0o755)
     assert {n: (run_dir / n).read_bytes() for n in before} == before
+
+
+def test_ctrl_c_while_the_finished_run_saves_leaves_a_checkpoint_to_resume(tmp_path, monkeypatch):
+    """Every step ran, then Ctrl-C during the final saves: checkpoint.pt holds the last step."""
+
+    def interrupted(run_dir, model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifacts, "save_model", interrupted)
+    run_dir = tmp_path / "run"
+    cfg = runner.compose([*QUIET, "train.steps=12", "log.every=5"])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir)
+    saved = torch.load(run_dir / artifacts.CHECKPOINT_FILE, weights_only=True)
+    assert saved["step"] == 12
+    assert not (run_dir / artifacts.METRICS_FILE).exists()
