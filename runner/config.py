@@ -27,7 +27,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from runner import schemas
 from runner.config_errors import (
-    brief,
     first_lines,
     missing_option_message,
     override_message,
@@ -35,7 +34,7 @@ from runner.config_errors import (
     unknown_key,
     yaml_message,
 )
-from runner.errors import ConfigError, did_you_mean, one_of
+from runner.errors import ConfigError, brief, did_you_mean, one_of
 
 # The config groups a run is composed from (DESIGN.md, "The user's contract").
 GROUPS = ("model", "init", "tying", "data", "optim")

@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner import schemas
-from runner.errors import ConfigError, did_you_mean, one_of
+from runner.errors import ConfigError, brief, did_you_mean, one_of
 
 
 def schema_message(error: Exception) -> str | None:
@@ -88,11 +87,6 @@ def only_list_of_containers(group: str) -> str | None:
     keys = [key for key in schemas.keys_of(schema)
             if schemas.is_list_of_containers(schemas.type_at(f"{group}.{key}"))]  # fmt: skip
     return f"{group}.{keys[0]}" if len(keys) == 1 else None
-
-
-def brief(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def missing_option_message(error: Exception) -> str:

@@ -96,6 +96,12 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def brief(value: object, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters with "..." (a value quoted in a message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def is_number(value: object) -> bool:
     """True for ints and floats; a bool is not a number in a config."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from runner.errors import ConfigError, first_line
+from runner.errors import ConfigError, brief, first_line
 
 if TYPE_CHECKING:
     from runner.train import Setup
@@ -82,17 +82,12 @@ def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
                if saved.get(key) != now.get(key) and not key.startswith(MAY_CHANGE)]  # fmt: skip
     if changed:
         shown = "; ".join(
-            f"{k}: {_brief(saved.get(k))} -> {_brief(now.get(k))}" for k in changed[:3]
+            f"{k}: {brief(saved.get(k), 40)} -> {brief(now.get(k), 40)}" for k in changed[:3]
         )
         raise ConfigError(
             f"{where}: the checkpoint was made with another config ({shown}); on resume only "
             "train.steps, train.epochs and the logging and checkpoint settings may change"
         )
-
-
-def _brief(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
