@@ -3,20 +3,36 @@
 On a step that logs, `StepStats` hooks every layer's forward pass (activation mean,
 std and the fraction of dead ReLU units), reads every unique parameter's weight and
 gradient (norm, std) and the update it received (‖Δw‖/‖w‖), and bins histograms
-on the device (`torch.histc`). All numbers of a step are concatenated into one
-tensor and copied to the host in one transfer; on steps that do not log, nothing
-is registered or computed. A tied tensor is measured once and reported under every
-name that refers to it, so tied and untied runs have the same tags.
+on the device. The device only reduces (sums, centred sums of squares, min, max, bin
+counts; runner/reductions.py, a few ops per group of same-shape tensors); every number
+of a step is concatenated into one tensor and copied to the host in one transfer, and
+the host finishes them (divisions, square roots, a tied tensor's several names). On
+steps that do not log, nothing is registered or computed. A tied tensor is measured
+once and reported under every name that refers to it, so tied and untied runs have
+the same tags.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from runner.probe import LayerCall, layer_paths
+from runner.reductions import (
+    STACK_LIMIT,
+    Workspace,
+    dead_units,
+    fold_last_bin,
+    row_histograms,
+    row_moments,
+    row_squares,
+    shape_groups,
+    stacked,
+)
 
 # Modules whose zero outputs mean a unit is off (a "dead" unit never turns on in a batch).
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
@@ -43,39 +59,57 @@ class StepRecord:
     histograms: dict[str, Histogram] = field(default_factory=dict)
 
 
-def activation_stats(
-    path: str, module: nn.Module, output: torch.Tensor
-) -> tuple[list[str], torch.Tensor]:
-    """Tags and values of one layer call: activation mean and std, and for a rectifier the
-    fraction of dead units (units that are never positive across the batch)."""
-    out = output.detach().float()
-    mean = out.mean()
-    values = [mean, _centred_std(out, mean)]
-    tags = [f"activations_mean/{path}", f"activations_std/{path}"]
-    if isinstance(module, RECTIFIERS):
-        # Never above zero over the batch; amax is one reduction where (x <= 0).all()
-        # first writes a boolean copy of the whole output (10x slower on the CPU).
-        flat = out.reshape(out.shape[0], -1)
-        values.append((flat.amax(dim=0) <= 0).float().mean())
-        tags.append(f"dead_relu/{path}")
-    return tags, torch.stack(values)
-
-
-def _centred_std(t: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """The sample std, sqrt(sum((t - mean)^2) / (n - 1)), in two passes (as accurate as
-    `Tensor.std`, which on the CPU is several times slower); 0 for a single value."""
-    n = t.numel()
-    if n < 2:
-        return t.new_zeros((), dtype=torch.float32)
-    return torch.linalg.vector_norm(t - mean) / (n - 1) ** 0.5
-
-
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
     """Each distinct Parameter once, with every name that refers to it (tied ones have several)."""
     seen: dict[int, tuple[nn.Parameter, list[str]]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         seen.setdefault(id(param), (param, []))[1].append(name)
     return list(seen.values())
+
+
+# Turns the host values of one shipment (one list per shipped tensor) into record entries.
+Finisher = Callable[[list[list[float]], StepRecord], None]
+
+
+@dataclass
+class _Output:
+    """One layer call's output, waiting in the stash for its group's reductions."""
+
+    path: str
+    rectifier: bool  # a ReLU: count its dead units
+    batch: int  # samples in the output (its first dimension)
+
+
+class _OutputStash:
+    """Copies of the small layer outputs of a forward pass, as rows of one reused buffer per
+    shape, reduced together after the pass. A copy, not a reference: a later in-place op
+    (`ReLU(inplace=True)`) would change the output before it is measured."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
+        self._rows: dict[tuple[int, ...], list[torch.Tensor]] = {}  # views of the buffer rows
+        self._waiting: dict[tuple[int, ...], list[_Output]] = {}
+
+    def add(self, output: torch.Tensor, entry: _Output) -> None:
+        """Copy `output` (detached) into the next free row of its shape's buffer."""
+        shape = tuple(output.shape)
+        waiting = self._waiting.setdefault(shape, [])
+        rows = self._rows.get(shape, [])
+        if len(waiting) == len(rows):  # full (or new): double it, keeping the rows taken
+            buffer = torch.empty((max(2 * len(rows), 1), output.numel()), device=output.device)
+            if rows:
+                buffer[: len(rows)].copy_(self._buffers[shape][: len(rows)])
+            self._buffers[shape] = buffer
+            self._rows[shape] = rows = list(buffer.unbind())
+        rows[len(waiting)].copy_(output.reshape(-1))
+        waiting.append(entry)
+
+    def take(self) -> list[tuple[torch.Tensor, list[_Output]]]:
+        """Each shape's filled rows (a (k, numel) float32 view) and what they hold; empties."""
+        taken = [(self._buffers[shape][: len(entries)], entries)
+                 for shape, entries in self._waiting.items() if entries]  # fmt: skip
+        self._waiting = {}
+        return taken
 
 
 class StepStats:
@@ -88,23 +122,17 @@ class StepStats:
         self.params = unique_parameters(model)
         self.layers = layer_paths(model)
         self.hist_bins = hist_bins
-        # Row i of a per-tensor result goes to every name of tensor i. The index and the std
-        # divisors live on the device from the start (copied without waiting: no host sync),
-        # so using them costs no host-to-device copy per step.
-        device = self.params[0][0].device if self.params else torch.device("cpu")
-        columns = [i for i, (_, names) in enumerate(self.params) for _ in names]
-        self._by_name = torch.tensor(columns, dtype=torch.long).to(device, non_blocking=True)
-        self._names = [name for _, names in self.params for name in names]
-        divisors = [max(p.numel() - 1, 1) ** 0.5 for p, _ in self.params]
-        self._std_divisors = torch.tensor(divisors).to(device, non_blocking=True)
-        self._snapshot: list[torch.Tensor] | None = None  # weights before the update, reused
+        self._groups = shape_groups([tuple(p.shape) for p, _ in self.params])
+        self._numels = [p.numel() for p, _ in self.params]
+        self._snapshots: list[torch.Tensor] | None = None  # weights before the update, reused
+        self._stash = _OutputStash()
+        self._workspace = Workspace()
         self._reset()
 
     def _reset(self) -> None:
-        self._parts: list[tuple[list[str], torch.Tensor]] = []  # (tags, values) pairs
-        self._hist_parts: list[tuple[list[str], torch.Tensor, torch.Tensor]] = []
+        self._shipped: list[tuple[list[torch.Tensor], Finisher]] = []
         self._handles: list = []
-        self._before: list[torch.Tensor] | None = None
+        self._snapshot_taken = False
 
     def start(self, activations: bool) -> None:
         """Hook every layer's forward pass for this step only."""
@@ -121,7 +149,7 @@ class StepStats:
             index = calls.get(id(module), 0)
             calls[id(module)] = index + 1
             where = places[id(module)]
-            self._parts.append(activation_stats(where[min(index, len(where) - 1)], module, output))
+            self._add_output(where[min(index, len(where) - 1)], module, output)
 
         unique = {id(m): m for _, m in self.layers}.values()
         self._handles = [m.register_forward_hook(hook) for m in unique]
@@ -130,27 +158,57 @@ class StepStats:
         """Activation statistics of layer calls recorded elsewhere (the probe at step 0)."""
         for call in calls:
             if call.output.is_floating_point():
-                self._parts.append(activation_stats(call.path, call.module, call.output))
+                self._add_output(call.path, call.module, call.output)
+
+    def _add_output(self, path: str, module: nn.Module, output: torch.Tensor) -> None:
+        rectifier = isinstance(module, RECTIFIERS) and output.dim() > 0
+        entry = _Output(path, rectifier, output.shape[0] if output.dim() else 1)
+        out = output.detach()
+        if out.numel() < STACK_LIMIT:
+            self._stash.add(out, entry)
+        else:  # reduced now: big enough to keep its ops busy, too big to copy
+            self._ship_outputs(stacked([out], self._workspace), [entry])
+
+    def _ship_outputs(self, rows: torch.Tensor, entries: list[_Output]) -> None:
+        """Mean, std and dead units of layer outputs of one shape, the rows of `rows`."""
+        sums, squares = row_moments(rows, self._workspace)
+        pieces = [sums, squares]
+        if any(e.rectifier for e in entries):
+            pieces.append(dead_units(rows, entries[0].batch))
+        n = rows.shape[1]
+
+        def finish(values: list[list[float]], record: StepRecord) -> None:
+            for row, entry in enumerate(entries):
+                s, q = values[0][row], values[1][row]
+                record.scalars[f"activations_mean/{entry.path}"] = s / n
+                record.scalars[f"activations_std/{entry.path}"] = _std(q, n)
+                if entry.rectifier:
+                    record.scalars[f"dead_relu/{entry.path}"] = values[2][row] * entry.batch / n
+
+        self._shipped.append((pieces, finish))
+
+    def _reduce_stash(self) -> None:
+        for rows, entries in self._stash.take():
+            self._ship_outputs(rows, entries)
 
     def before_update(self, scalars: bool, histograms: bool) -> None:
         """After backward: gradient statistics and histograms; snapshot weights for ‖Δw‖."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        weights = [p.detach() for p, _ in self.params]
-        grads = [
-            p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p, _ in self.params
-        ]
-        if scalars:
-            self._per_param("grads_norm", torch.stack(torch._foreach_norm(grads)))
-            self._per_param("grads_std", _stds(grads, self._std_divisors))
-            if self._snapshot is None:
-                self._snapshot = [w.clone() for w in weights]
-            else:  # into the buffers of the last logging step: no allocation
-                torch._foreach_copy_(self._snapshot, weights)
-            self._before = self._snapshot
-        if histograms:
-            self._histograms("grads", grads)
+        self._reduce_stash()
+        with torch.no_grad():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in self.params]
+            self._ship_tensors("grads", grads, scalars, histograms)
+            if scalars:  # into the buffers of the last logging step: no allocation
+                weights = [p for p, _ in self.params]
+                if self._snapshots is None:
+                    self._snapshots = [stacked([weights[i] for i in group]).clone()
+                                       for group in self._groups]  # fmt: skip
+                else:
+                    for group, buffer in zip(self._groups, self._snapshots, strict=True):
+                        stacked([weights[i] for i in group], out=buffer)
+                self._snapshot_taken = True
 
     def finish(self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
         """After the optimizer step: weight statistics, update ratios and weight histograms (all
@@ -158,92 +216,114 @@ class StepStats:
 
         `extra` holds more scalar tensors to ship in the same copy (the loss, the lr).
         """
-        weights = [p.detach() for p, _ in self.params]
-        if histograms:
-            self._histograms("weights", weights)
-        if scalars:
-            norms = torch.stack(torch._foreach_norm(weights))
-            self._per_param("weights_norm", norms)
-            self._per_param("weights_std", _stds(weights, self._std_divisors))
-            if self._before is not None:
-                delta = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, self._before)))
-                before = torch.stack(torch._foreach_norm(self._before))
-                self._per_param("update_ratio", delta / before.clamp_min(1e-12))
-        for tag, value in extra.items():
-            self._parts.append(([tag], value.detach().float().reshape(1)))
+        self._reduce_stash()
+        with torch.no_grad():
+            if scalars or histograms:
+                weights = [p for p, _ in self.params]
+                self._ship_tensors("weights", weights, scalars, histograms,
+                                   self._snapshots if self._snapshot_taken else None)  # fmt: skip
+            for tag, value in extra.items():
+                self._shipped.append(([value.detach().reshape(1)], _scalar_finisher(tag)))
         record = self._to_host()
         self._reset()
         return record
 
-    def _per_param(self, prefix: str, values: torch.Tensor) -> None:
-        # One measurement per tensor, written under every name of a tied tensor.
-        tags = [f"{prefix}/{name}" for name in self._names]
-        self._parts.append((tags, values.float().index_select(0, self._by_name)))
+    def _ship_tensors(
+        self, prefix: str, tensors: list[torch.Tensor], scalars: bool, histograms: bool,
+        before: list[torch.Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        """Norm and std (`scalars`), histograms, and with `before` (the weights before the
+        update, stacked per group) the update ratio ‖w - w_before‖ / ‖w_before‖, of every
+        unique parameter's tensor in `tensors`; reported under each of its names."""
+        per_group: list[list[torch.Tensor]] = []
+        for g, group in enumerate(self._groups):
+            rows = stacked([tensors[i] for i in group], self._workspace)
+            pieces = [*row_moments(rows, self._workspace)]
+            if histograms:
+                pieces += row_histograms(rows, self.hist_bins, self._workspace)
+            if before is not None:
+                # ‖w_before‖ only divides: vector_norm's float32 accumulation is plenty.
+                pieces += [row_squares(rows, self._workspace, minus=before[g]),
+                           torch.linalg.vector_norm(before[g], dim=1).square_()]  # fmt: skip
+            per_group.append(pieces)
+        finish = self._param_finisher(prefix, scalars, histograms, before is not None)
+        self._shipped.append(([t for pieces in per_group for t in pieces], finish))
 
-    def _histograms(self, prefix: str, tensors: list[torch.Tensor]) -> None:
-        flats = [t.float().reshape(-1) for t in tensors]
-        bounds = [torch.aminmax(flat) for flat in flats]  # one pass each for min and max
-        bin_counts = [
-            self._bin(flat, low, high) for flat, (low, high) in zip(flats, bounds, strict=True)
-        ]
-        summary = torch.stack([
-            torch.stack([low for low, _ in bounds]), torch.stack([high for _, high in bounds]),
-            torch.stack([flat.sum() for flat in flats]),
-            torch.stack(torch._foreach_norm(flats)).square(),  # sums of squares, batched
-        ], dim=1)  # fmt: skip
-        tags = [f"{prefix}/{name}" for name in self._names]
-        self._hist_parts.append(
-            (tags, summary.index_select(0, self._by_name),
-             torch.stack(bin_counts).index_select(0, self._by_name))
-        )  # fmt: skip
-
-    def _bin(self, flat: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Counts of `flat` in `hist_bins` equal bins from its min to its max (the max in the
-        last bin), as `torch.histc` counts them."""
+    def _param_finisher(self, prefix: str, scalars: bool, histograms: bool,
+                        update: bool) -> Finisher:  # fmt: skip
+        width = 2 + 3 * histograms + 2 * update  # tensors shipped per group
         bins = self.hist_bins
-        if flat.device.type == "cpu":  # bounds as Python numbers cost nothing here
-            lo, hi = low.item(), high.item()
-            if not lo < hi:  # one value throughout (or NaN): all of it in the first bin
-                counts = torch.zeros(bins)
-                counts[0] = flat.numel()
-                return counts
-            return torch.histc(flat, bins=bins, min=lo, max=hi)
-        # On a GPU, Python bounds would be a host sync: bin in [0, 1] after scaling instead.
-        scaled = (flat - low) / (high - low).clamp_min(1e-12)
-        return torch.histc(scaled, bins=bins, min=0.0, max=1.0)
+
+        def finish(values: list[list[float]], record: StepRecord) -> None:
+            # Per unique tensor, in model order: its row of each shipped tensor of its group.
+            found: dict[int, list] = {}
+            for g, group in enumerate(self._groups):
+                shipped = values[g * width : (g + 1) * width]
+                for row, i in enumerate(group):
+                    found[i] = [v[row * (bins + 1) : (row + 1) * (bins + 1)] if k == 4 else v[row]
+                                for k, v in enumerate(shipped)]  # fmt: skip
+            measured = [found[i] for i in range(len(self.params))]
+            sizes = zip(self._numels, measured, strict=True)
+            moments = [(n, m[0], m[1]) for n, m in sizes]  # (n, sum, centred sum of squares)
+            scalar_tags: list[tuple[str, list[float]]] = []
+            if scalars:
+                norms = [math.sqrt(q + s * s / n) for n, s, q in moments]
+                scalar_tags += [(f"{prefix}_norm", norms),
+                                (f"{prefix}_std", [_std(q, n) for n, _, q in moments])]  # fmt: skip
+            if update:
+                ratios = [math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12) for m in measured]
+                scalar_tags.append(("update_ratio", ratios))
+            for tag, numbers in scalar_tags:
+                for value, (_, names) in zip(numbers, self.params, strict=True):
+                    for name in names:
+                        record.scalars[f"{tag}/{name}"] = value
+            if histograms:
+                for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
+                    histogram = _histogram(n, *m[:5])
+                    for name in names:
+                        record.histograms[f"{prefix}/{name}"] = histogram
+
+        return finish
 
     def _to_host(self) -> StepRecord:
-        pieces = [values.reshape(-1) for _, values in self._parts]
-        for _, summary, counts in self._hist_parts:
-            pieces += [summary.reshape(-1), counts.reshape(-1)]
-        if not pieces:
-            return StepRecord()
-        host = torch.cat(pieces).cpu().tolist()  # the one device-to-host copy of the step
-        record, at = StepRecord(), 0
-        for tags, values in self._parts:
-            for tag, value in zip(tags, host[at : at + values.numel()], strict=True):
-                record.scalars[tag] = value
-            at += values.numel()
-        bins = self.hist_bins
-        for tags, summary, _ in self._hist_parts:
-            stats = host[at : at + summary.numel()]
-            at += summary.numel()
-            counts = host[at : at + len(tags) * bins]
-            at += len(tags) * bins
-            for i, tag in enumerate(tags):
-                low, high, total, squares = stats[4 * i : 4 * i + 4]
-                width = max(high - low, 1e-12) / bins
-                record.histograms[tag] = Histogram(
-                    low, high, int(sum(counts[i * bins : (i + 1) * bins])), total, squares,
-                    [low + width * (k + 1) for k in range(bins)], counts[i * bins : (i + 1) * bins],
-                )  # fmt: skip
+        record = StepRecord()
+        if not self._shipped:
+            return record
+        pieces = [t.reshape(-1) for tensors, _ in self._shipped for t in tensors]
+        # The one device-to-host copy of the step, in float64: bin counts past 2^24 and
+        # int64 counts stay exact (a plain cat would promote them to float32).
+        joined = torch.empty(sum(p.numel() for p in pieces), dtype=torch.float64,
+                             device=pieces[0].device)  # fmt: skip
+        host = torch.cat(pieces, out=joined).cpu().tolist()
+        at = 0
+        for tensors, finish in self._shipped:
+            values = []
+            for t in tensors:
+                values.append(host[at : at + t.numel()])
+                at += t.numel()
+            finish(values, record)
         return record
 
 
-def _stds(tensors: list[torch.Tensor], divisors: torch.Tensor) -> torch.Tensor:
-    """Sample stds of many tensors, sqrt(sum((t - mean)^2) / (n - 1)): per-tensor means, then
-    one batched norm of the centred tensors. `divisors` holds sqrt(max(n - 1, 1)) per tensor
-    (a single value is its own mean, so its std comes out 0)."""
-    floats = [t.float() for t in tensors]
-    centred = torch._foreach_sub(floats, [t.mean() for t in floats])
-    return torch.stack(torch._foreach_norm(centred)) / divisors
+def _histogram(n: int, total: float, centred_squares: float, low: float, high: float,
+               counts: list[float]) -> Histogram:  # fmt: skip
+    """A Histogram from one tensor's host numbers: its n values' sum and centred sum of
+    squares, min, max and `row_histograms` counts (bins + 1 of them)."""
+    bins = len(counts) - 1
+    width = max(high - low, 1e-12) / bins
+    limits = [low + width * (k + 1) for k in range(bins)]  # right edges
+    folded = fold_last_bin(counts)
+    return Histogram(low, high, int(sum(folded)), total, centred_squares + total * total / n,
+                     limits, folded)  # fmt: skip
+
+
+def _std(centred_squares: float, n: int) -> float:
+    """The sample std from the centred sum of squares of n values (0 for a single value)."""
+    return math.sqrt(centred_squares / (n - 1)) if n > 1 else 0.0
+
+
+def _scalar_finisher(tag: str) -> Finisher:
+    def finish(values: list[list[float]], record: StepRecord) -> None:
+        record.scalars[tag] = values[0][0]
+
+    return finish

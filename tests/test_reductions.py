@@ -1,0 +1,168 @@
+"""The batched reductions behind every statistic, against float64 and NumPy references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from runner.reductions import (
+    STACK_LIMIT,
+    Workspace,
+    cpu_counts,
+    dead_units,
+    device_counts,
+    fold_last_bin,
+    row_histograms,
+    row_moments,
+    row_squares,
+    shape_groups,
+    stacked,
+)
+from runner.stats import StepStats
+
+
+def reference_counts(row: np.ndarray, bins: int) -> list[int]:
+    """NumPy's histogram over [min, max] in float64 (its last bin holds the max)."""
+    row = row.astype(np.float64)  # float32 bounds would give float32 edges
+    counts, _ = np.histogram(row, bins=bins, range=(row.min(), row.max()))
+    return counts.tolist()
+
+
+def test_histogram_counts_equal_numpys_up_to_values_on_an_edge():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 5000, generator=g) * torch.tensor([[1.0], [1e-3], [50.0]])
+    rows += torch.tensor([[0.0], [7.0], [-3.0]])
+    for bins in (1, 8, 64, 100):
+        lows, highs, counts = row_histograms(rows, bins, Workspace())
+        assert lows.tolist() == rows.amin(1).tolist() and highs.tolist() == rows.amax(1).tolist()
+        for row, host in zip(rows.numpy(), counts.tolist(), strict=True):
+            ours = fold_last_bin([float(c) for c in host])
+            assert len(ours) == bins and sum(ours) == row.size
+            # float32 against float64 arithmetic: a value within rounding of an edge moves
+            # at most to the neighbouring bin.
+            assert np.abs(np.array(ours) - reference_counts(row, bins)).sum() <= 2
+
+
+def test_histogram_of_values_at_bin_centres_is_exact_and_the_max_is_in_the_last_bin():
+    bins = 10
+    row = (torch.arange(bins, dtype=torch.float32) + 0.5).repeat_interleave(
+        torch.arange(1, bins + 1))  # fmt: skip
+    row = torch.cat([torch.tensor([0.0, float(bins)]), row]).unsqueeze(0)  # min 0, max 10
+    _, _, counts = row_histograms(row, bins, Workspace())
+    expected = [k + 1 for k in range(bins)]
+    expected[0] += 1  # the min
+    expected[-1] += 1  # the max, in the last bin
+    assert fold_last_bin([float(c) for c in counts[0].tolist()]) == expected
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "constant"])
+def test_a_constant_nan_or_infinite_row_goes_to_the_first_bin_without_error(bad):
+    rows = torch.randn(2, 300)
+    rows[1] = 3.0 if bad == "constant" else rows[1]
+    if bad != "constant":
+        rows[1, 17] = bad
+    for count in (cpu_counts, device_counts):  # both paths run on the CPU in the test
+        lows, highs = rows.amin(1), rows.amax(1)
+        counts = count(rows, lows, highs, 16, torch.empty_like(rows), Workspace()).tolist()
+        assert counts[1] == [300] + [0] * 16
+        assert sum(counts[0]) == 300 and counts[0] != counts[1]
+
+
+def test_the_synchronisation_free_path_counts_as_the_cpu_path_does():
+    g = torch.Generator().manual_seed(1)
+    for shape in ((1, 1000), (4, 256), (3, 4096)):
+        rows = torch.randn(shape, generator=g) * 3 + 1
+        lows, highs = rows.amin(1), rows.amax(1)
+        for bins in (1, 7, 64):
+            ws = Workspace()
+            cpu = cpu_counts(rows, lows, highs, bins, torch.empty_like(rows), ws)
+            device = device_counts(rows, lows, highs, bins, torch.empty_like(rows), ws)
+            assert torch.equal(cpu, device), bins
+
+
+def test_row_moments_match_float64_even_with_a_large_mean():
+    g = torch.Generator().manual_seed(2)
+    rows = torch.randn(3, 70000, generator=g)
+    rows[1] = rows[1] * 1e-3 + 1000.0  # std a millionth of the mean: no cancellation
+    rows[2] = 1.0  # constant (a fresh BatchNorm weight): std exactly 0
+    sums, squares = row_moments(rows, Workspace())
+    ref = rows.double()
+    mean = ref.mean(1, keepdim=True)
+    assert sums.tolist() == pytest.approx(ref.sum(1).tolist(), rel=1e-6)
+    centred = ((ref - mean) ** 2).sum(1)
+    assert squares[:2].tolist() == pytest.approx(centred[:2].tolist(), rel=1e-5)
+    assert squares[2].item() == 0.0
+    n = rows.shape[1]
+    norm_squared = [q + s * s / n for s, q in zip(sums.tolist(), squares.tolist(), strict=True)]
+    assert norm_squared == pytest.approx((ref**2).sum(1).tolist(), rel=1e-6)
+
+
+def test_row_squares_and_dead_units():
+    rows = torch.tensor([[1.0, -2.0, 3.0, -4.0]])
+    ws = Workspace()
+    assert row_squares(rows, ws).tolist() == [30.0]
+    assert row_squares(rows, ws, minus=torch.ones(1, 4)).tolist() == [0 + 9 + 4 + 25]
+    # Two samples of two units: unit 1 is never above zero.
+    outputs = torch.tensor([[[1.0, 0.0], [-1.0, -2.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    assert dead_units(outputs.reshape(2, -1), batch=2).tolist() == [1, 2]
+
+
+def test_shape_groups_stack_small_tensors_of_one_shape_and_leave_big_ones_alone():
+    big = (STACK_LIMIT,)
+    shapes = [(4, 3), (3,), (4, 3), big, (3,), big, (1,)]
+    assert shape_groups(shapes) == [[0, 2], [1, 4], [3], [5], [6]]
+
+
+def test_stacked_views_a_single_tensor_and_copies_several():
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    one = stacked([a])
+    assert one.shape == (1, 6) and one.data_ptr() == a.data_ptr()
+    both = stacked([a, b], Workspace())
+    assert torch.equal(both, torch.stack([a.reshape(-1), b.reshape(-1)]))
+    half = stacked([a.half()], Workspace())
+    assert half.dtype == torch.float32 and torch.equal(half, a.half().float().reshape(1, -1))
+
+
+def test_workspace_reuses_its_buffer_and_grows_it():
+    ws = Workspace()
+    first = ws.take("scratch", (2, 3), torch.float32, torch.device("cpu"))
+    again = ws.take("scratch", (3, 2), torch.float32, torch.device("cpu"))
+    assert again.data_ptr() == first.data_ptr()
+    bigger = ws.take("scratch", (4, 4), torch.float32, torch.device("cpu"))
+    assert bigger.shape == (4, 4) and bigger.numel() == 16
+
+
+def test_activation_statistics_are_of_the_output_before_a_later_in_place_op():
+    # ReLU(inplace=True) overwrites the Linear's output: its stats must be the Linear's own.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 1))
+    x = torch.randn(16, 4)
+    pre = net[0](x).detach()
+    stats = StepStats(net, hist_bins=4)
+    stats.start(activations=True)
+    net(x).sum().backward()
+    stats.before_update(scalars=True, histograms=False)
+    record = stats.finish(scalars=True, histograms=False, extra={})
+    assert record.scalars["activations_mean/0"] == pytest.approx(pre.mean().item(), abs=1e-6)
+    assert record.scalars["activations_std/0"] == pytest.approx(pre.std().item(), rel=1e-5)
+    dead = (pre <= 0).all(dim=0).float().mean().item()
+    assert record.scalars["dead_relu/1"] == pytest.approx(dead)
+    assert record.scalars["activations_mean/1"] == pytest.approx(pre.relu().mean().item(), abs=1e-6)
+
+
+def test_a_histogram_count_past_float32s_integers_stays_exact():
+    # 2^24 + 1 ones: float32 cannot hold the count, the float64 host copy can.
+    n = 2**24 + 1
+    net = nn.Linear(n, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    stats = StepStats(net, hist_bins=2)
+    record = stats.finish(scalars=False, histograms=True, extra={})
+    h = record.histograms["weights/weight"]
+    assert h.num == n and h.bucket_counts == [float(n), 0.0]
+    # The sums themselves are float32 (2^24 + 1 rounds to 2^24).
+    assert math.isclose(h.sum, n, rel_tol=1e-6) and math.isclose(h.sum_squares, n, rel_tol=1e-6)
