@@ -163,10 +163,11 @@ def cpu_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, bins
     if not all(math.isfinite(v) for v in (*low_values, *high_values)):
         scaled.nan_to_num_(0.0, 0.0, 0.0).clamp_(0, bins)  # NaN, inf: to bin 0, not off the end
     # In [0, bins]; truncation toward zero gives the bin. int16 and int32 convert from
-    # float32 several times faster than int64 (and bincount takes them as they are).
-    if g == 1 and bins < 2**15 - 1:
-        index = workspace.take("index16", rows.shape, torch.int16, rows.device)
-        return torch.bincount(index.copy_(scaled).reshape(-1), minlength=bins + 1).unsqueeze(0)
+    # float32 several times faster than int64 (and bincount takes them as they are). Long
+    # rows are counted one by one; short ones at once, offset per row.
+    if (g == 1 or rows.shape[1] >= 4096) and bins < 2**15 - 1:
+        index = workspace.take("index16", rows.shape, torch.int16, rows.device).copy_(scaled)
+        return torch.stack([torch.bincount(row, minlength=bins + 1) for row in index])
     index = workspace.take("index32", rows.shape, torch.int32, rows.device).copy_(scaled)
     index.add_(torch.arange(0, g * (bins + 1), bins + 1, dtype=torch.int32).unsqueeze(1))
     return torch.bincount(index.reshape(-1), minlength=g * (bins + 1)).reshape(g, bins + 1)

@@ -289,20 +289,34 @@ class StepStats:
         record = StepRecord()
         if not self._shipped:
             return record
-        pieces = [t.reshape(-1) for tensors, _ in self._shipped for t in tensors]
-        # The one device-to-host copy of the step, in float64: bin counts past 2^24 and
-        # int64 counts stay exact (a plain cat would promote them to float32).
-        joined = torch.empty(sum(p.numel() for p in pieces), dtype=torch.float64,
-                             device=pieces[0].device)  # fmt: skip
-        host = torch.cat(pieces, out=joined).cpu().tolist()
+        tensors = [t for shipped, _ in self._shipped for t in shipped]
+        # The one device-to-host copy of the step, as float32: the float pieces, then the
+        # int64 ones (bin counts: exact past 2^24) as their bits, two float32 per value, read
+        # back as int64 on the host. One dtype keeps the cat a plain copy (a mixed-dtype cat
+        # took 0.4 ms a step).
+        floats = [i for i, t in enumerate(tensors) if t.dtype != torch.int64]
+        ints = [i for i, t in enumerate(tensors) if t.dtype == torch.int64]
+        float_bits = [_as_float32(tensors[i]) for i in floats]
+        length = sum(t.numel() for t in float_bits)
+        pad = [float_bits[0].new_zeros(length % 2)] if float_bits else []  # int64 alignment
+        int_bits = [tensors[i].reshape(-1).view(torch.float32) for i in ints]
+        host = torch.cat([*float_bits, *pad, *int_bits]).cpu()
+        flat = host[:length].tolist() + host[length + length % 2 :].view(torch.int64).tolist()
+        values: list[list] = [[] for _ in tensors]
         at = 0
-        for tensors, finish in self._shipped:
-            values = []
-            for t in tensors:
-                values.append(host[at : at + t.numel()])
-                at += t.numel()
-            finish(values, record)
+        for i in floats + ints:
+            values[i] = flat[at : at + tensors[i].numel()]
+            at += tensors[i].numel()
+        for shipped, finish in self._shipped:
+            finish(values[: len(shipped)], record)
+            values = values[len(shipped) :]
         return record
+
+
+def _as_float32(t: torch.Tensor) -> torch.Tensor:
+    """`t` flattened as float32 (bool and bfloat16 convert exactly)."""
+    flat = t.reshape(-1)
+    return flat if flat.dtype == torch.float32 else flat.float()
 
 
 def _histogram(n: int, total: float, centred_squares: float, low: float, high: float,
