@@ -56,16 +56,23 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
+        self._views: dict[tuple, torch.Tensor] = {}  # made once: a view costs two ops
 
     def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:  # fmt: skip
         """A tensor of `shape` in the buffer `name`, grown when too small (contents undefined)."""
+        key = (name, tuple(shape), dtype, device)
+        view = self._views.get(key)
+        if view is not None:
+            return view
         numel = math.prod(shape)
         buffer = self._buffers.get(name)
         if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or (
                 buffer.device != device):  # fmt: skip
             buffer = self._buffers[name] = torch.empty(numel, dtype=dtype, device=device)
-        return buffer[:numel].view(shape)
+            self._views = {k: v for k, v in self._views.items() if k[0] != name}  # stale
+        view = self._views[key] = buffer[:numel].view(shape)
+        return view
 
 
 def stacked(tensors: Sequence[torch.Tensor], workspace: Workspace | None = None,
@@ -183,4 +190,5 @@ def dead_units(rows: torch.Tensor, batch: int) -> torch.Tensor:
     """Per row (a layer output of `batch` samples, flattened): how many units are never
     above zero in the batch. amax is one reduction, where (x <= 0).all() first writes a
     boolean copy of the whole output (10x slower on the CPU)."""
-    return (rows.reshape(rows.shape[0], batch, -1).amax(1) <= 0).sum(1)
+    never_on = rows.reshape(rows.shape[0], batch, -1).amax(1) <= 0
+    return never_on.sum(1, dtype=torch.float32)  # exact: a layer has fewer than 2^24 units

@@ -301,7 +301,9 @@ class StepStats:
         pad = [float_bits[0].new_zeros(length % 2)] if float_bits else []  # int64 alignment
         int_bits = [tensors[i].reshape(-1).view(torch.float32) for i in ints]
         host = torch.cat([*float_bits, *pad, *int_bits]).cpu()
-        flat = host[:length].tolist() + host[length + length % 2 :].view(torch.int64).tolist()
+        flat = host[:length].tolist()
+        if ints:  # read on the host: no device sync
+            flat += host[length + length % 2 :].view(torch.int64).tolist()
         values: list[list] = [[] for _ in tensors]
         at = 0
         for i in floats + ints:
