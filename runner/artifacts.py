@@ -19,9 +19,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE = "model.pt", "checkpoint.pt", "metrics.json"
 RUN_FILES = (MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE, "run.json")
@@ -105,6 +106,8 @@ def _umask() -> int:
 def on_cpu(obj: Any, copies: dict | None = None) -> Any:
     """`obj` with every tensor moved to the CPU, nested dicts and lists included. Tensors that
     share storage (tied names in a state_dict) stay shared: each is copied once."""
+    import torch  # here, not at the top: a sweep's launching process never loads torch
+
     copies = {} if copies is None else copies
     if isinstance(obj, torch.Tensor):
         if obj.device.type == "cpu":
@@ -122,12 +125,16 @@ def on_cpu(obj: Any, copies: dict | None = None) -> Any:
 
 def save_model(run_dir: Path, model: torch.nn.Module) -> None:
     """model.pt: the chapter's torch.save(net.state_dict(), ...), on the CPU."""
+    import torch
+
     state = on_cpu(model.state_dict())
     write_atomic(run_dir / MODEL_FILE, lambda f: torch.save(state, f))
 
 
 def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any]) -> None:
     """checkpoint.pt: everything `train.resume` needs, on the CPU (loads on any machine)."""
+    import torch
+
     state = on_cpu(checkpoint)
     write_atomic(run_dir / CHECKPOINT_FILE, lambda f: torch.save(state, f))
 

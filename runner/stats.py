@@ -96,7 +96,8 @@ class _OutputStash:
         waiting = self._waiting.setdefault(shape, [])
         rows = self._rows.get(shape, [])
         if len(waiting) == len(rows):  # full (or new): double it, keeping the rows taken
-            buffer = torch.empty((max(2 * len(rows), 1), output.numel()), device=output.device)
+            buffer = torch.empty((max(2 * len(rows), 1), output.numel()), dtype=torch.float32,
+                                 device=output.device)  # fmt: skip
             if rows:
                 buffer[: len(rows)].copy_(self._buffers[shape][: len(rows)])
             self._buffers[shape] = buffer
