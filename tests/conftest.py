@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 import runner
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The Ctrl-C tests press Ctrl-C as in a terminal. A shell starts a background job (`cmd &`
+# in a script) with SIGINT ignored, and Python then keeps ignoring it: give the tests the
+# handler an interactive run has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
