@@ -35,10 +35,7 @@ def shape_groups(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
     groups: list[list[int]] = []
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, shape in enumerate(shapes):
-        numel = 1
-        for size in shape:
-            numel *= size
-        if numel >= STACK_LIMIT:
+        if math.prod(shape) >= STACK_LIMIT:
             groups.append([i])
         elif tuple(shape) in by_shape:
             by_shape[tuple(shape)].append(i)
@@ -87,8 +84,6 @@ def stacked(tensors: Sequence[torch.Tensor], workspace: Workspace | None = None,
         out = workspace.take("rows", shape, torch.float32, flats[0].device)
     if out is None:
         return torch.stack(flats).float()
-    if len(flats) == 1:
-        return out.copy_(flats[0].unsqueeze(0))
     if flats[0].dtype != out.dtype:
         return out.copy_(torch.stack(flats))
     return torch.stack(flats, out=out)

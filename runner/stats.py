@@ -201,14 +201,15 @@ class StepStats:
         with torch.no_grad():
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in self.params]
             self._ship_tensors("grads", grads, scalars, histograms)
-            if scalars:  # into the buffers of the last logging step: no allocation
+            if scalars:  # into buffers made once, reused by every logging step
                 weights = [p for p, _ in self.params]
                 if self._snapshots is None:
-                    self._snapshots = [stacked([weights[i] for i in group]).clone()
-                                       for group in self._groups]  # fmt: skip
-                else:
-                    for group, buffer in zip(self._groups, self._snapshots, strict=True):
-                        stacked([weights[i] for i in group], out=buffer)
+                    device = weights[0].device
+                    self._snapshots = [torch.empty(len(g), self._numels[g[0]], dtype=torch.float32,
+                                                   device=device)
+                                       for g in self._groups]  # fmt: skip
+                for group, buffer in zip(self._groups, self._snapshots, strict=True):
+                    stacked([weights[i] for i in group], out=buffer)
                 self._snapshot_taken = True
 
     def finish(self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
