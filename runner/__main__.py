@@ -10,18 +10,25 @@ with a checkpoint to resume from; the exit code is the shell's: 130 and 143.
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-from typing import Any
+import sys
 
-import hydra
-from omegaconf import DictConfig
+from runner.launchers import start_joblib_workers, start_joblib_workers_from_argv
 
-from runner import help as _help  # noqa: F401 (registers ${runner_help:}, hydra.help's template)
-from runner.command_line import check_command_line
-from runner.config import CONF_DIR, attach_choices, check_config
-from runner.errors import TrainingDiverged, exit_on_user_error, first_line
+if __name__ == "__main__":  # a joblib sweep's worker server imports while Hydra does
+    start_joblib_workers_from_argv(sys.argv[1:])
+
+import logging  # noqa: E402 (the imports below come after the worker server has started)
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from runner import help as _help  # noqa: E402, F401 (registers ${runner_help:}, hydra.help's template)
+from runner.command_line import check_command_line  # noqa: E402
+from runner.config import CONF_DIR, attach_choices, check_config  # noqa: E402
+from runner.errors import TrainingDiverged, exit_on_user_error, first_line  # noqa: E402
 
 log = logging.getLogger("runner")
 
@@ -94,8 +101,6 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
 def _interrupted(run_dir: Path, stop: KeyboardInterrupt) -> None:
     """One line instead of a traceback, where to resume from, and the shell's code for the
     signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
-    import sys
-
     from runner.faults import Terminated
 
     checkpoint = run_dir / "checkpoint.pt"
@@ -126,8 +131,8 @@ def _cap_threads(hydra_cfg) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     # Hydra reports a bad config over several lines and exits 1; composing first gives one line, 2.
-    exit_on_user_error(check_command_line)(sys.argv[1:])
+    launcher = exit_on_user_error(check_command_line)(sys.argv[1:])
+    if launcher is not None:  # a multirun: the joblib launcher's workers start now
+        start_joblib_workers(launcher)
     main()

@@ -18,8 +18,9 @@ from runner.config_errors import first_lines
 from runner.errors import ConfigError
 
 
-def check_command_line(argv: Sequence[str]) -> None:
-    """Compose what `python -m runner ARGV` would run, raising ConfigError for a bad config.
+def check_command_line(argv: Sequence[str]) -> DictConfig | None:
+    """Compose what `python -m runner ARGV` would run, raising ConfigError for a bad config;
+    return a multirun's `hydra.launcher` config (how its jobs will start), else None.
 
     Hydra reports its own composition errors over several lines and exits with 1, from
     inside `@hydra.main`; composing first gives the runner's one line and exit code 2.
@@ -38,11 +39,11 @@ def check_command_line(argv: Sequence[str]) -> None:
     try:
         args, unknown = parser.parse_known_args(list(argv))
     except argparse.ArgumentError:
-        return  # Hydra prints its own usage error
+        return None  # Hydra prints its own usage error
     if unknown or args.help or args.hydra_help or args.info or args.shell_completion:
-        return
+        return None
     if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
-        return  # another primary config folder, or a pickled config: nothing of ours to check
+        return None  # another primary config folder, or a pickled config: nothing of ours to check
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
     if not args.multirun:
@@ -51,9 +52,11 @@ def check_command_line(argv: Sequence[str]) -> None:
         check_no_new_variables(cfg, overrides, name, config_dir)
         job_config(cfg, overrides)
         check_output_dir(run_dir, "hydra.run.dir")
-        return
-    for job in _covering_jobs(overrides, name, config_dir):
+        return None
+    launcher, jobs = _covering_jobs(overrides, name, config_dir)
+    for job in jobs:
         compose(job, name, config_dir)
+    return None if args.cfg else launcher  # --cfg prints the config and launches nothing
 
 
 def _planned_dir(cfg: DictConfig, mode: str) -> str | None:
@@ -97,9 +100,10 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 def _covering_jobs(
     overrides: list[str], config_name: str, config_dir: str | None
-) -> list[list[str]]:
-    """Override lists that, together, compose every option of each swept config group and
-    one value of each type of each swept key: a few jobs instead of the whole grid."""
+) -> tuple[DictConfig, list[list[str]]]:
+    """The sweep's hydra.launcher, and override lists that, together, compose every
+    option of each swept config group and one value of each type of each swept key: a few
+    jobs instead of the whole grid."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Transformer
     from hydra.errors import HydraException
@@ -112,7 +116,7 @@ def _covering_jobs(
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_with_hydra(fixed, config_name, config_dir)
     sweep_dir = _planned_dir(base, "sweep")
-    groups = set(base.hydra.runtime.choices)
+    groups, launcher = set(base.hydra.runtime.choices), base.hydra.launcher
     params = []
     if base.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
@@ -138,6 +142,6 @@ def _covering_jobs(
                 by_type.setdefault(type(value), Transformer.str(value))
             picked[key] = list(by_type.values())
     count = max((len(values) for values in picked.values()), default=0)
-    return [
+    return launcher, [
         [f"{key}={values[i % len(values)]}" for key, values in picked.items()] for i in range(count)
     ]

@@ -1,0 +1,73 @@
+"""How a joblib sweep's workers start: forked from a server that imported the runner once.
+
+Hydra's joblib launcher hard-codes joblib's loky backend, whose workers start as fresh
+interpreters: each imports torch, torch._dynamo, Hydra and the runner (4.5 s alone on
+this 2-core CPU), longer than a tiny job takes. Loky can start its workers from a
+multiprocessing forkserver instead: the server imports those modules once, and every
+worker is a fork of it, with everything imported and no thread pool started yet.
+
+The server is started as early as the launcher is known, so its imports run while this
+process imports Hydra and composes the sweep (Hydra composes every job's config here
+before it launches any): from the command line itself when it says
+`hydra/launcher=joblib` (before Hydra is imported), else once the command line is
+composed (an experiment that picks the launcher). Threads per worker are set by the job
+(runner/__main__.py, `_cap_threads`): a forked worker does not read the OMP_NUM_THREADS
+that joblib puts in a spawned worker's environment.
+
+Measured with `python -m runner.bench --only sweep` (README, Performance).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+JOBLIB_OVERRIDE = "hydra/launcher=joblib"
+
+# What a job imports before its first step. A module the server cannot import is skipped:
+# multiprocessing's forkserver ignores ImportError in its preload list.
+WORKER_MODULES = ("runner.__main__", "runner.train", "runner.faults", "runner.sweep",
+                  "torch._dynamo", "torch.utils.tensorboard")  # fmt: skip
+
+# Flags with which Hydra launches no job.
+_NO_JOBS = {"-h", "--help", "-hh", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc",
+            "--shell-completion", "--experimental-rerun"}  # fmt: skip
+
+
+def start_joblib_workers_from_argv(argv: Sequence[str]) -> bool:
+    """Start the worker server (`start_joblib_workers`) when the command line alone says a
+    multirun on the joblib launcher (`-m ... hydra/launcher=joblib`); return whether it did.
+
+    Called before Hydra is imported, so the server's imports overlap the composing. A
+    command line that then fails its check has started a server for nothing: it exits
+    when it has finished importing, as its parent is gone."""
+    args = set(argv)
+    multirun = bool(args & {"-m", "--multirun"})
+    if not multirun or JOBLIB_OVERRIDE not in args or args & _NO_JOBS:
+        return False
+    return start_joblib_workers({"_target_": JOBLIB_LAUNCHER})
+
+
+def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
+    """When `launcher` (a multirun's hydra.launcher) is Hydra's joblib launcher, make loky
+    start its workers from a forkserver that preloads WORKER_MODULES, and start that server
+    now (it imports in the background); return whether loky now uses it. Any other
+    launcher is left alone; calling it again is harmless.
+
+    Only on POSIX (Windows has no fork), and only when the `__main__` module is importable
+    by name (`python -m runner`), since each worker imports it again."""
+    if launcher.get("_target_") != JOBLIB_LAUNCHER or sys.platform == "win32":
+        return False
+    if getattr(sys.modules["__main__"], "__spec__", None) is None:
+        return False  # a script run by path: a worker would run it again as __mp_main__
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    from joblib.externals.loky.backend.context import set_start_method
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
+    set_start_method("forkserver", force=True)
+    forkserver.ensure_running()
+    return True
