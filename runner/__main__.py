@@ -133,6 +133,16 @@ def _cap_threads(hydra_cfg) -> None:
 if __name__ == "__main__":
     # Hydra reports a bad config over several lines and exits 1; composing first gives one line, 2.
     launcher = exit_on_user_error(check_command_line)(sys.argv[1:])
-    if launcher is not None:  # a multirun: the joblib launcher's workers start now
-        start_joblib_workers(launcher)
-    main()
+    # A multirun on the joblib launcher: its worker server starts now, if not already.
+    parallel = launcher is not None and start_joblib_workers(launcher)
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # A parallel sweep's workers record their own interrupt (and exit 130 or 143, which
+        # joblib raises here); this process adds the one line of the sweep. A run, or a
+        # sequential sweep, has printed its line already.
+        if not parallel or getattr(stop, "code", 130) not in (130, 143):
+            raise
+        print("interrupted: the sweep stopped; summary.csv in the sweep dir has each job "
+              "that ended", file=sys.stderr)  # fmt: skip
+        sys.exit(getattr(stop, "code", 130))

@@ -19,6 +19,7 @@ Measured with `python -m runner.bench --only sweep` (README, Performance).
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -70,4 +71,13 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
     set_start_method("forkserver", force=True)
     forkserver.ensure_running()
+    signal.signal(signal.SIGINT, _wait_for_the_jobs)
     return True
+
+
+def _wait_for_the_jobs(signum: int, frame: object) -> None:
+    """This process's Ctrl-C during a joblib sweep: the workers get it too, and each ends
+    its step, checkpoints and records the job as interrupted. Raising here would make
+    joblib kill them on the way; a second Ctrl-C does."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print("SIGINT: the running jobs stop after their step (again to stop at once)", file=sys.stderr)

@@ -11,10 +11,12 @@ when any job did not end "ok".
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from runner.artifacts import json_safe, write_atomic
 
 JOB_FILE, SWEEP_FILE = "job.json", "sweep.json"
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
+LOCK_FILE = ".summary.lock"
 COLUMNS = ("job", "status", "final_train_loss", "final_val_loss", "wall_time_s", "steps_per_s",
            "overrides", "error")  # fmt: skip
 
@@ -74,16 +77,39 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Rewrite summary.csv and summary.md from the jobs that have ended; return their rows."""
-    rows = collect(sweep_dir)
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")  # not "sweep"
-    writer.writeheader()
-    writer.writerows(rows)
-    csv_text, md_text = table.getvalue(), markdown(rows)
-    write_atomic(sweep_dir / SUMMARY_CSV, lambda f: f.write(csv_text), binary=False)
-    write_atomic(sweep_dir / SUMMARY_MD, lambda f: f.write(md_text), binary=False)
+    """Rewrite summary.csv and summary.md from the jobs that have ended; return their rows.
+
+    Jobs of a parallel launcher end at the same moment: each reads every job.json and
+    writes the summary under a lock on the sweep dir's .summary.lock, so the last writer
+    has read every job.json written before it (without it, a slower writer holding an
+    older read could overwrite a newer summary, and a sweep stopped by Ctrl-C, which
+    gets no final rewrite, would keep it)."""
+    with _summary_lock(sweep_dir):
+        rows = collect(sweep_dir)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")  # not "sweep"
+        writer.writeheader()
+        writer.writerows(rows)
+        csv_text, md_text = table.getvalue(), markdown(rows)
+        write_atomic(sweep_dir / SUMMARY_CSV, lambda f: f.write(csv_text), binary=False)
+        write_atomic(sweep_dir / SUMMARY_MD, lambda f: f.write(md_text), binary=False)
     return rows
+
+
+@contextlib.contextmanager
+def _summary_lock(sweep_dir: Path) -> Iterator[None]:
+    """An exclusive flock on sweep_dir/.summary.lock while the summary is rewritten (none
+    where there is no fcntl, Windows, or the file cannot be opened: writing reports that)."""
+    try:
+        import fcntl
+
+        lock = open(sweep_dir / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
-from conftest import run_cli
+import pytest
+from conftest import REPO, run_cli
 
 from runner.launchers import JOBLIB_LAUNCHER, start_joblib_workers_from_argv
 
@@ -59,3 +66,35 @@ def test_only_a_joblib_multirun_command_line_starts_the_server_before_composing(
     assert started == []
     start_joblib_workers_from_argv(["--multirun", "seed=0,1", "hydra/launcher=joblib"])
     assert started == [{"_target_": JOBLIB_LAUNCHER}]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
+    """Ctrl-C reaches the whole process group: each running job ends its step, checkpoints
+    and records "interrupted" (joblib does not kill it first), the summary has both jobs,
+    and the launching process prints one line, no traceback, and exits 130."""
+    folder = tmp_path / "sweep"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", "seed=0,1,2,3", "model=mlp", "train.steps=100000",
+         "train.progress=off", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         f"hydra.sweep.dir={folder}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal's job is
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("*/run.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # both jobs in their training loops
+        os.killpg(sweep.pid, signal.SIGINT)
+        _, stderr = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: the sweep stopped")
+    with open(folder / "summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and {row["status"] for row in rows} == {"interrupted"}
+    assert all((folder / row["job"] / "checkpoint.pt").is_file() for row in rows)
