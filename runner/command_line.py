@@ -126,6 +126,12 @@ def _covering_jobs(
     picked: dict[str, list[str]] = {}
     for override in parser.parse_overrides(params) + parsed:
         key = override.get_key_element()
+        if override.is_sweep_override() and key.lstrip("+~").startswith(("hydra.", "hydra/")):
+            raise ConfigError(
+                f"command line: {override.input_line}: Hydra cannot sweep its own settings "
+                "(hydra.* keys, hydra/ groups); give it one value, and sweep keys of the "
+                "runner's config (seed=0,1, init=default,xavier)"
+            )
         if not override.is_sweep_override():
             picked[key] = [override.get_value_element_as_str()]
             continue

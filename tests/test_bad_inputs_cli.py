@@ -265,6 +265,9 @@ CASES = [
           "train.steps=0",
           words=("hydra.sweep.dir={tmp}/afile/sweep", "{tmp}/afile is a file"),
           files={"afile": "a file\n"}),
+    train("sweep-over-hydra-settings", "-m", "hydra/launcher=basic,joblib", "seed=0,1",
+          words=("command line: hydra/launcher=basic,joblib", "Hydra cannot sweep its own",
+                 "seed=0,1")),
     # --- the companion commands ---
     inspect("inspect-unknown-layer-type", *CONF, "model=typo",
             words=("model/typo.yaml", "unknown layer type 'lineer'", "'linear'")),
