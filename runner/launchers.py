@@ -19,6 +19,9 @@ Measured with `python -m runner.bench --only sweep` (README, Performance).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -72,7 +75,20 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     set_start_method("forkserver", force=True)
     forkserver.ensure_running()
     signal.signal(signal.SIGINT, _wait_for_the_jobs)
+    atexit.register(_stop_server)
     return True
+
+
+def _stop_server() -> None:
+    """At exit, end the worker server at once. Left to itself it exits when this process
+    has, tearing torch down for a second while holding this command's stdout open: a
+    script reading the output, or `| tee`, would wait for it."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # none: not started
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)  # no handler there: it ends without teardown
 
 
 def _wait_for_the_jobs(signum: int, frame: object) -> None:
