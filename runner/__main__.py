@@ -131,18 +131,21 @@ def _cap_threads(hydra_cfg) -> None:
 
 
 if __name__ == "__main__":
-    # Hydra reports a bad config over several lines and exits 1; composing first gives one line, 2.
-    launcher = exit_on_user_error(check_command_line)(sys.argv[1:])
-    # A multirun on the joblib launcher: its worker server starts now, if not already.
-    parallel = launcher is not None and start_joblib_workers(launcher)
+    launcher, parallel = None, False
     try:
+        # Hydra reports a bad config over several lines and exits 1; composing first gives
+        # one line, 2.
+        launcher = exit_on_user_error(check_command_line)(sys.argv[1:])
+        # A multirun on the joblib launcher: its worker server starts now, if not already.
+        parallel = launcher is not None and start_joblib_workers(launcher)
         main()
     except (KeyboardInterrupt, SystemExit) as stop:
-        # A parallel sweep's workers record their own interrupt (and exit 130 or 143, which
-        # joblib raises here); this process adds the one line of the sweep. A run, or a
-        # sequential sweep, has printed its line already.
-        if not parallel or getattr(stop, "code", 130) not in (130, 143):
+        # A job (a run's, or a sequential sweep's) prints its own line for Ctrl-C and exits
+        # 130; so do a parallel sweep's workers, and joblib raises their exit here. Ctrl-C
+        # outside a job (while Hydra composes) lands here too.
+        code = getattr(stop, "code", 130)
+        if isinstance(stop, SystemExit) and (not parallel or code not in (130, 143)):
             raise
-        print("interrupted: the sweep stopped; summary.csv in the sweep dir has each job "
-              "that ended", file=sys.stderr)  # fmt: skip
-        sys.exit(getattr(stop, "code", 130))
+        sweep = "; the sweep stopped: summary.csv in the sweep dir has each job that ended"
+        print("interrupted" + (sweep if launcher is not None else ""), file=sys.stderr)
+        sys.exit(code)

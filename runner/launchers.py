@@ -30,10 +30,12 @@ from typing import Any
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 JOBLIB_OVERRIDE = "hydra/launcher=joblib"
 
-# What a job imports before its first step. A module the server cannot import is skipped:
-# multiprocessing's forkserver ignores ImportError in its preload list.
-WORKER_MODULES = ("runner.__main__", "runner.train", "runner.faults", "runner.sweep",
-                  "torch._dynamo", "torch.utils.tensorboard")  # fmt: skip
+# What a job imports before its first step, after the server's Ctrl-C handler. A module the
+# server cannot import is skipped: multiprocessing's forkserver ignores ImportError there.
+WORKER_MODULES = ("runner.worker_server", "runner.__main__", "runner.train", "runner.faults",
+                  "runner.sweep", "torch._dynamo", "torch.utils.tensorboard")  # fmt: skip
+
+_started = False  # the server runs and loky uses it
 
 # Flags with which Hydra launches no job.
 _NO_JOBS = {"-h", "--help", "-hh", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc",
@@ -62,10 +64,13 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
 
     Only on POSIX (Windows has no fork), and only when the `__main__` module is importable
     by name (`python -m runner`), since each worker imports it again."""
+    global _started
     if launcher.get("_target_") != JOBLIB_LAUNCHER or sys.platform == "win32":
         return False
     if getattr(sys.modules["__main__"], "__spec__", None) is None:
         return False  # a script run by path: a worker would run it again as __mp_main__
+    if _started:
+        return True
     import multiprocessing
     from multiprocessing import forkserver
 
@@ -76,6 +81,7 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     forkserver.ensure_running()
     signal.signal(signal.SIGINT, _wait_for_the_jobs)
     atexit.register(_stop_server)
+    _started = True
     return True
 
 
@@ -94,6 +100,11 @@ def _stop_server() -> None:
 def _wait_for_the_jobs(signum: int, frame: object) -> None:
     """This process's Ctrl-C during a joblib sweep: the workers get it too, and each ends
     its step, checkpoints and records the job as interrupted. Raising here would make
-    joblib kill them on the way; a second Ctrl-C does."""
+    joblib kill them on the way; a second Ctrl-C does. Before loky has made its workers
+    (Hydra still composing) it stops at once, as in a run."""
+    from joblib.externals.loky import reusable_executor
+
+    if getattr(reusable_executor, "_executor", None) is None:
+        raise KeyboardInterrupt
     signal.signal(signal.SIGINT, signal.default_int_handler)
     print("SIGINT: the running jobs stop after their step (again to stop at once)", file=sys.stderr)

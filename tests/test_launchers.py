@@ -93,7 +93,7 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
             os.killpg(sweep.pid, signal.SIGKILL)
     assert sweep.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("interrupted: the sweep stopped")
+    assert stderr.strip().splitlines()[-1].startswith("interrupted; the sweep stopped")
     with open(folder / "summary.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 and {row["status"] for row in rows} == {"interrupted"}

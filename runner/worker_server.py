@@ -1,0 +1,24 @@
+"""Imported first by a joblib sweep's worker server (runner/launchers.py), before torch.
+
+A Ctrl-C reaches the whole process group, the server too, which spends its first
+seconds importing torch and the runner: Python would end it with the interrupted
+import's traceback. With this handler the server ends quietly. Its workers, forked
+later, inherit the handler, and there it raises KeyboardInterrupt as Python's own does,
+so a job checkpoints and records the interrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_SERVER = os.getpid()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if os.getpid() == _SERVER:
+        os._exit(128 + signum)  # nothing of the server's to save or report
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _interrupt)
