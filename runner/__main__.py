@@ -77,8 +77,14 @@ def _checked_train(cfg: DictConfig, run_dir: Path, facts: dict[str, Any]) -> dic
 def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hydra_cfg) -> None:
     """One job of a multirun: any failure is recorded, not raised, so the sweep goes on."""
     from runner.faults import Terminated
-    from runner.sweep import record_job
+    from runner.launchers import give_the_job_pythons_ctrl_c
+    from runner.sweep import record_job, was_interrupted
 
+    give_the_job_pythons_ctrl_c()
+    if was_interrupted(sweep_dir):  # Ctrl-C stopped the parallel sweep before this job began
+        record_job(run_dir, sweep_dir, facts["overrides"], "interrupted",
+                   "interrupted (Ctrl-C) before it started")  # fmt: skip
+        return
     _cap_threads(hydra_cfg)
     try:
         metrics = _checked_train(cfg, run_dir, facts)
@@ -86,6 +92,9 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
         status, why = (("terminated", "terminated (SIGTERM)") if isinstance(stop, Terminated)
                        else ("interrupted", "interrupted (Ctrl-C)"))  # fmt: skip
         record_job(run_dir, sweep_dir, facts["overrides"], status, why)
+        if was_interrupted(sweep_dir):  # a parallel sweep: it ends as usual, then exits 130
+            _interrupted(run_dir, stop, exit=False)
+            return
         _interrupted(run_dir, stop)
     except Exception as error:  # noqa: BLE001 (the job's failure is its result)
         # A run that stopped cleanly on a NaN (train.on_nonfinite=stop) is "diverged".
@@ -98,16 +107,17 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
     record_job(run_dir, sweep_dir, facts["overrides"], "ok", metrics=metrics)
 
 
-def _interrupted(run_dir: Path, stop: KeyboardInterrupt) -> None:
-    """One line instead of a traceback, where to resume from, and the shell's code for the
-    signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
+def _interrupted(run_dir: Path, stop: KeyboardInterrupt, exit: bool = True) -> None:
+    """One line instead of a traceback, where to resume from, and (with `exit`) the shell's
+    code for the signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
     from runner.faults import Terminated
 
     checkpoint = run_dir / "checkpoint.pt"
     hint = f"; continue with train.resume={checkpoint}" if checkpoint.is_file() else ""
     terminated = isinstance(stop, Terminated)
     print(f"{'terminated' if terminated else 'interrupted'}{hint}", file=sys.stderr)
-    sys.exit(143 if terminated else 130)
+    if exit:
+        sys.exit(143 if terminated else 130)
 
 
 def _config_dir(hydra_cfg) -> str | None:

@@ -98,13 +98,27 @@ def _stop_server() -> None:
 
 
 def _wait_for_the_jobs(signum: int, frame: object) -> None:
-    """This process's Ctrl-C during a joblib sweep: the workers get it too, and each ends
-    its step, checkpoints and records the job as interrupted. Raising here would make
-    joblib kill them on the way; a second Ctrl-C does. Before loky has made its workers
-    (Hydra still composing) it stops at once, as in a run."""
+    """This process's Ctrl-C during a joblib sweep: the workers get it too, and each running
+    job ends its step, checkpoints, records itself as interrupted and returns; the jobs
+    still to start see the sweep marked interrupted and record that without training.
+    So the sweep ends as usual, with its summary, and exits 130. Raising here would make
+    joblib kill the workers on the way; a second Ctrl-C does. Before loky has made its
+    workers (Hydra still composing) it stops at once, as in a run."""
     from joblib.externals.loky import reusable_executor
 
-    if getattr(reusable_executor, "_executor", None) is None:
+    from runner import sweep
+
+    if getattr(reusable_executor, "_executor", None) is None or sweep.current_sweep_dir is None:
         raise KeyboardInterrupt
+    sweep.mark_interrupted(sweep.current_sweep_dir)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     print("SIGINT: the running jobs stop after their step (again to stop at once)", file=sys.stderr)
+
+
+def give_the_job_pythons_ctrl_c() -> None:
+    """In a worker forked from the server: put back Python's own SIGINT handler, which the
+    training loop holds to the end of a step (runner/faults.py). The server's quiet one
+    (runner/worker_server.py), inherited, would raise mid-step, where an exception can be
+    swallowed (a `__del__`, a callback) and the job train on."""
+    if getattr(signal.getsignal(signal.SIGINT), "__module__", None) == "runner.worker_server":
+        signal.signal(signal.SIGINT, signal.default_int_handler)

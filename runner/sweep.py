@@ -28,6 +28,11 @@ from runner.artifacts import json_safe, write_atomic
 JOB_FILE, SWEEP_FILE = "job.json", "sweep.json"
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 LOCK_FILE = ".summary.lock"
+# Written by a parallel sweep's launching process on Ctrl-C (runner/launchers.py): a job
+# that starts after it records "interrupted" without training, and the sweep exits 130.
+INTERRUPTED_FILE = ".interrupted"
+# The sweep dir of the multirun this process launches (set when it starts).
+current_sweep_dir: Path | None = None
 COLUMNS = ("job", "status", "final_train_loss", "final_val_loss", "wall_time_s", "steps_per_s",
            "overrides", "error")  # fmt: skip
 
@@ -112,6 +117,16 @@ def _summary_lock(sweep_dir: Path) -> Iterator[None]:
         yield
 
 
+def mark_interrupted(sweep_dir: Path) -> None:
+    """Tell the jobs of the sweep in `sweep_dir` that are still to start not to train."""
+    (sweep_dir / INTERRUPTED_FILE).touch()
+
+
+def was_interrupted(sweep_dir: Path) -> bool:
+    """Whether Ctrl-C stopped the parallel sweep in `sweep_dir` (`mark_interrupted`)."""
+    return (sweep_dir / INTERRUPTED_FILE).exists()
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The summary as a markdown table, numbers to 4 significant digits."""
 
@@ -134,9 +149,11 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import uuid
 
-        sweep_dir = Path(str(config.hydra.sweep.dir))
+        global current_sweep_dir
+        sweep_dir = current_sweep_dir = Path(str(config.hydra.sweep.dir))
         text = json.dumps({"id": uuid.uuid4().hex})
         write_atomic(sweep_dir / SWEEP_FILE, lambda f: f.write(text), binary=False)
+        (sweep_dir / INTERRUPTED_FILE).unlink(missing_ok=True)  # an earlier sweep's
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -146,6 +163,8 @@ class SweepSummary(Callback):
         print(markdown(rows), end="")
         print(f"summary: {sweep_dir / SUMMARY_MD}")
         print(f"tensorboard --logdir {sweep_dir}")
+        if was_interrupted(sweep_dir):
+            sys.exit(130)  # runner/__main__.py prints the line
         failed = [row["status"] for row in rows if row["status"] != "ok"]
         if failed:
             counts = ", ".join(f"{failed.count(s)} {s}" for s in sorted(set(failed)))

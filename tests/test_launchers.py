@@ -71,21 +71,23 @@ def test_only_a_joblib_multirun_command_line_starts_the_server_before_composing(
 @pytest.mark.slow
 def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
     """Ctrl-C reaches the whole process group: each running job ends its step, checkpoints
-    and records "interrupted" (joblib does not kill it first), the summary has both jobs,
-    and the launching process prints one line, no traceback, and exits 130."""
+    and records "interrupted" (joblib does not kill it first); the jobs still to start
+    record it without training; the summary lists all four, and the command prints one
+    line, no traceback, and exits 130."""
     folder = tmp_path / "sweep"
     sweep = subprocess.Popen(
         [sys.executable, "-m", "runner", "-m", "seed=0,1,2,3", "model=mlp", "train.steps=100000",
-         "train.progress=off", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "train.progress=off", "train.checkpoint_every=200", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2",
          f"hydra.sweep.dir={folder}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's job is
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while len(list(folder.glob("*/run.json"))) < 2 and time.monotonic() < deadline:
+        # Both jobs in their training loops: each has written a periodic checkpoint.
+        while len(list(folder.glob("*/checkpoint.pt"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1)  # both jobs in their training loops
         os.killpg(sweep.pid, signal.SIGINT)
         _, stderr = sweep.communicate(timeout=120)
     finally:
@@ -95,6 +97,12 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted; the sweep stopped")
     with open(folder / "summary.csv") as file:
-        rows = list(csv.DictReader(file))
-    assert len(rows) == 2 and {row["status"] for row in rows} == {"interrupted"}
-    assert all((folder / row["job"] / "checkpoint.pt").is_file() for row in rows)
+        rows = {row["job"]: row for row in csv.DictReader(file)}
+    assert len(rows) == 4 and {row["status"] for row in rows.values()} == {"interrupted"}
+    running = {path.parent.name for path in folder.glob("*/checkpoint.pt")}
+    assert len(running) == 2
+    for job, row in rows.items():  # a running job saved its step and says how to go on
+        if job in running:
+            assert f"continue with train.resume={folder / job / 'checkpoint.pt'}" in stderr
+        else:
+            assert row["error"] == "interrupted (Ctrl-C) before it started"
