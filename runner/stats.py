@@ -2,53 +2,30 @@
 
 On a step that logs, `StepStats` hooks every layer's forward pass (activation mean,
 std and the fraction of dead ReLU units), reads every unique parameter's weight and
-gradient (norm, std) and the update it received (‖Δw‖/‖w‖), and bins histograms
-on the device. The device only reduces (sums, centred sums of squares, min, max, bin
-counts; runner/reductions.py, a few ops per group of same-shape tensors); every number
-of a step is concatenated into one tensor and copied to the host in one transfer, and
-the host finishes them (divisions, square roots, a tied tensor's several names). On
-steps that do not log, nothing is registered or computed. A tied tensor is measured
-once and reported under every name that refers to it, so tied and untied runs have
-the same tags.
+gradient (norm, std) and the update it received (‖Δw‖/‖w‖; runner/param_stats.py), and
+bins histograms on the device. The device only reduces (sums, centred sums of squares,
+min, max, bin counts; runner/reductions.py, a few ops per group of same-shape tensors);
+every number of a step is concatenated into one tensor and copied to the host in one
+transfer, and the host finishes them (divisions, square roots, a tied tensor's several
+names). On steps that do not log, nothing is registered or computed. A tied tensor is
+measured once and reported under every name that refers to it, so tied and untied runs
+have the same tags.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from runner.param_stats import Histogram, ParamStats, Shipment, sample_std
 from runner.probe import LayerCall, layer_paths
-from runner.reductions import (
-    STACK_LIMIT,
-    Workspace,
-    dead_units,
-    fold_last_bin,
-    row_histograms,
-    row_moments,
-    row_squares,
-    shape_groups,
-    stacked,
-)
+from runner.reductions import STACK_LIMIT, Workspace, dead_units, row_moments, stacked
 
 # Modules whose zero outputs mean a unit is off (a "dead" unit never turns on in a batch).
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
-
-
-@dataclass
-class Histogram:
-    """What `SummaryWriter.add_histogram_raw` needs for one tensor."""
-
-    min: float
-    max: float
-    num: int
-    sum: float
-    sum_squares: float
-    bucket_limits: list[float]
-    bucket_counts: list[float]
 
 
 @dataclass
@@ -57,18 +34,6 @@ class StepRecord:
 
     scalars: dict[str, float] = field(default_factory=dict)
     histograms: dict[str, Histogram] = field(default_factory=dict)
-
-
-def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
-    """Each distinct Parameter once, with every name that refers to it (tied ones have several)."""
-    seen: dict[int, tuple[nn.Parameter, list[str]]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        seen.setdefault(id(param), (param, []))[1].append(name)
-    return list(seen.values())
-
-
-# Turns the host values of one shipment (one list per shipped tensor) into record entries.
-Finisher = Callable[[list[list[float]], StepRecord], None]
 
 
 @dataclass
@@ -120,20 +85,17 @@ class StepStats:
 
     def __init__(self, model: nn.Module, hist_bins: int) -> None:
         self.model = model
-        self.params = unique_parameters(model)
         self.layers = layer_paths(model)
-        self.hist_bins = hist_bins
-        self._groups = shape_groups([tuple(p.shape) for p, _ in self.params])
-        self._numels = [p.numel() for p, _ in self.params]
-        self._snapshots: list[torch.Tensor] | None = None  # weights before the update, reused
-        self._stash = _OutputStash()
         self._workspace = Workspace()
+        self._params = ParamStats(model, hist_bins, self._workspace)
+        self._stash = _OutputStash()
         self._reset()
 
     def _reset(self) -> None:
-        self._shipped: list[tuple[list[torch.Tensor], Finisher]] = []
+        self._shipped: list[Shipment] = []
+        self._record = StepRecord()  # filled by the shipments' finishers
         self._handles: list = []
-        self._snapshot_taken = False
+        self._params.reset()
 
     def start(self, activations: bool) -> None:
         """Hook every layer's forward pass for this step only."""
@@ -178,13 +140,14 @@ class StepStats:
             pieces.append(dead_units(rows, entries[0].batch))
         n = rows.shape[1]
 
-        def finish(values: list[list[float]], record: StepRecord) -> None:
+        def finish(values: list[list[float]]) -> None:
+            scalars = self._record.scalars
             for row, entry in enumerate(entries):
                 s, q = values[0][row], values[1][row]
-                record.scalars[f"activations_mean/{entry.path}"] = s / n
-                record.scalars[f"activations_std/{entry.path}"] = _std(q, n)
+                scalars[f"activations_mean/{entry.path}"] = s / n
+                scalars[f"activations_std/{entry.path}"] = sample_std(q, n)
                 if entry.rectifier:
-                    record.scalars[f"dead_relu/{entry.path}"] = values[2][row] * entry.batch / n
+                    scalars[f"dead_relu/{entry.path}"] = values[2][row] * entry.batch / n
 
         self._shipped.append((pieces, finish))
 
@@ -199,18 +162,9 @@ class StepStats:
         self._handles = []
         self._reduce_stash()
         with torch.no_grad():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in self.params]
-            self._ship_tensors("grads", grads, scalars, histograms)
-            if scalars:  # into buffers made once, reused by every logging step
-                weights = [p for p, _ in self.params]
-                if self._snapshots is None:
-                    device = weights[0].device
-                    self._snapshots = [torch.empty(len(g), self._numels[g[0]], dtype=torch.float32,
-                                                   device=device)
-                                       for g in self._groups]  # fmt: skip
-                for group, buffer in zip(self._groups, self._snapshots, strict=True):
-                    stacked([weights[i] for i in group], out=buffer)
-                self._snapshot_taken = True
+            self._shipped += self._params.take_grads(histograms)
+            if scalars:
+                self._params.snapshot()
 
     def finish(self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
         """After the optimizer step: weight statistics, update ratios and weight histograms (all
@@ -221,76 +175,24 @@ class StepStats:
         self._reduce_stash()
         with torch.no_grad():
             if scalars or histograms:
-                weights = [p for p, _ in self.params]
-                self._ship_tensors("weights", weights, scalars, histograms,
-                                   self._snapshots if self._snapshot_taken else None)  # fmt: skip
+                self._shipped += self._params.take_weights(histograms)
             for tag, value in extra.items():
-                self._shipped.append(([value.detach().reshape(1)], _scalar_finisher(tag)))
-        record = self._to_host()
+                self._shipped.append(([value.detach().reshape(1)], self._scalar_finisher(tag)))
+        self._to_host()
+        record = self._record
+        self._params.emit(scalars, record.scalars, record.histograms)
         self._reset()
         return record
 
-    def _ship_tensors(
-        self, prefix: str, tensors: list[torch.Tensor], scalars: bool, histograms: bool,
-        before: list[torch.Tensor] | None = None,
-    ) -> None:  # fmt: skip
-        """Norm and std (`scalars`), histograms, and with `before` (the weights before the
-        update, stacked per group) the update ratio ‖w - w_before‖ / ‖w_before‖, of every
-        unique parameter's tensor in `tensors`; reported under each of its names."""
-        per_group: list[list[torch.Tensor]] = []
-        for g, group in enumerate(self._groups):
-            rows = stacked([tensors[i] for i in group], self._workspace)
-            pieces = [*row_moments(rows, self._workspace)]
-            if histograms:
-                pieces += row_histograms(rows, self.hist_bins, self._workspace)
-            if before is not None:
-                # ‖w_before‖ only divides: vector_norm's float32 accumulation is plenty.
-                pieces += [row_squares(rows, self._workspace, minus=before[g]),
-                           torch.linalg.vector_norm(before[g], dim=1).square_()]  # fmt: skip
-            per_group.append(pieces)
-        finish = self._param_finisher(prefix, scalars, histograms, before is not None)
-        self._shipped.append(([t for pieces in per_group for t in pieces], finish))
-
-    def _param_finisher(self, prefix: str, scalars: bool, histograms: bool,
-                        update: bool) -> Finisher:  # fmt: skip
-        width = 2 + 3 * histograms + 2 * update  # tensors shipped per group
-        bins = self.hist_bins
-
-        def finish(values: list[list[float]], record: StepRecord) -> None:
-            # Per unique tensor, in model order: its row of each shipped tensor of its group.
-            found: dict[int, list] = {}
-            for g, group in enumerate(self._groups):
-                shipped = values[g * width : (g + 1) * width]
-                for row, i in enumerate(group):
-                    found[i] = [v[row * (bins + 1) : (row + 1) * (bins + 1)] if k == 4 else v[row]
-                                for k, v in enumerate(shipped)]  # fmt: skip
-            measured = [found[i] for i in range(len(self.params))]
-            sizes = zip(self._numels, measured, strict=True)
-            moments = [(n, m[0], m[1]) for n, m in sizes]  # (n, sum, centred sum of squares)
-            scalar_tags: list[tuple[str, list[float]]] = []
-            if scalars:
-                norms = [math.sqrt(q + s * s / n) for n, s, q in moments]
-                scalar_tags += [(f"{prefix}_norm", norms),
-                                (f"{prefix}_std", [_std(q, n) for n, _, q in moments])]  # fmt: skip
-            if update:
-                ratios = [math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12) for m in measured]
-                scalar_tags.append(("update_ratio", ratios))
-            for tag, numbers in scalar_tags:
-                for value, (_, names) in zip(numbers, self.params, strict=True):
-                    for name in names:
-                        record.scalars[f"{tag}/{name}"] = value
-            if histograms:
-                for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
-                    histogram = _histogram(n, *m[:5])
-                    for name in names:
-                        record.histograms[f"{prefix}/{name}"] = histogram
+    def _scalar_finisher(self, tag: str) -> Callable[[list[list[float]]], None]:
+        def finish(values: list[list[float]]) -> None:
+            self._record.scalars[tag] = values[0][0]
 
         return finish
 
-    def _to_host(self) -> StepRecord:
-        record = StepRecord()
+    def _to_host(self) -> None:
         if not self._shipped:
-            return record
+            return
         tensors = [t for shipped, _ in self._shipped for t in shipped]
         # The one device-to-host copy of the step, as float32: the float pieces, then the
         # int64 ones (bin counts: exact past 2^24) as their bits, two float32 per value, read
@@ -312,36 +214,11 @@ class StepStats:
             values[i] = flat[at : at + tensors[i].numel()]
             at += tensors[i].numel()
         for shipped, finish in self._shipped:
-            finish(values[: len(shipped)], record)
+            finish(values[: len(shipped)])
             values = values[len(shipped) :]
-        return record
 
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:
     """`t` flattened as float32 (bool and bfloat16 convert exactly)."""
     flat = t.reshape(-1)
     return flat if flat.dtype == torch.float32 else flat.float()
-
-
-def _histogram(n: int, total: float, centred_squares: float, low: float, high: float,
-               counts: list[float]) -> Histogram:  # fmt: skip
-    """A Histogram from one tensor's host numbers: its n values' sum and centred sum of
-    squares, min, max and `row_histograms` counts (bins + 1 of them)."""
-    bins = len(counts) - 1
-    width = max(high - low, 1e-12) / bins
-    limits = [low + width * (k + 1) for k in range(bins)]  # right edges
-    folded = fold_last_bin(counts)
-    return Histogram(low, high, int(sum(folded)), total, centred_squares + total * total / n,
-                     limits, folded)  # fmt: skip
-
-
-def _std(centred_squares: float, n: int) -> float:
-    """The sample std from the centred sum of squares of n values (0 for a single value)."""
-    return math.sqrt(centred_squares / (n - 1)) if n > 1 else 0.0
-
-
-def _scalar_finisher(tag: str) -> Finisher:
-    def finish(values: list[list[float]], record: StepRecord) -> None:
-        record.scalars[tag] = values[0][0]
-
-    return finish

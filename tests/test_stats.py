@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import runner
+from runner.reductions import STACK_LIMIT
 from runner.stats import StepStats
 
 
@@ -70,6 +71,43 @@ def test_one_step_of_statistics_equals_hand_computation():
     assert h.bucket_counts == pytest.approx(expected.tolist())
     g = record.histograms["grads/4.bias"]
     assert g.sum == pytest.approx(grads["4.bias"].sum().item(), abs=1e-6)
+
+
+def test_every_kind_of_group_measures_the_gradients_before_clipping_and_the_new_weights():
+    # Small groups are copied before the update and reduced with the weights after it; a
+    # group of two 600 x 600 weights is too big for that and is reduced where it is taken,
+    # as is the one tensor of more than STACK_LIMIT values (1800 x 600).
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 600), torch.nn.Linear(600, 600),
+                              torch.nn.Linear(600, 600), torch.nn.Linear(600, 1800),
+                              torch.nn.Linear(1800, 1))  # fmt: skip
+    assert net[3].weight.numel() >= STACK_LIMIT
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    stats = StepStats(net, hist_bins=16)
+    torch.nn.functional.mse_loss(net(torch.randn(4, 8)), torch.randn(4, 1)).backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    stats.before_update(scalars=True, histograms=True)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1e-3)  # in place, after the statistics
+    optimizer.step()
+    record = stats.finish(scalars=True, histograms=True, extra={})
+    s = record.scalars
+    for name, param in net.named_parameters():
+        new, old = param.detach(), before[name]
+        # Against float64: float32's own norm of a million values is off in the 5th digit.
+        assert s[f"grads_norm/{name}"] == pytest.approx(
+            grads[name].double().norm().item(), rel=1e-6
+        )
+        assert s[f"weights_norm/{name}"] == pytest.approx(new.double().norm().item(), rel=1e-6)
+        ratio = ((new - old).norm() / old.norm()).item()
+        assert s[f"update_ratio/{name}"] == pytest.approx(ratio, rel=1e-4)
+        for kind, tensor in (("grads", grads[name]), ("weights", new)):
+            h = record.histograms[f"{kind}/{name}"]
+            assert (h.min, h.max) == (tensor.min().item(), tensor.max().item())
+            assert h.num == tensor.numel() == sum(h.bucket_counts)
+            expected = torch.histc(tensor, bins=16, min=h.min, max=h.max).tolist()
+            # A value within rounding of a bin edge may be counted on either side of it.
+            assert sum(abs(a - b) for a, b in zip(h.bucket_counts, expected, strict=True)) <= 4
 
 
 def test_fast_event_checksum_equals_tensorboards_own():

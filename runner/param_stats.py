@@ -1,0 +1,221 @@
+"""Statistics of a model's parameters on a logging step: each unique tensor's gradient and
+weight (norm, std, histogram) and the update it received (‖Δw‖/‖w‖).
+
+Tensors are reduced in groups of one shape (runner/reductions.py). A small group (its
+gradients and weights together below STACK_LIMIT values) keeps a "pair" buffer: the
+gradients are copied into its first half before the update (a copy, since gradient
+clipping changes them in place), the new weights into its second half after it, and both
+halves are reduced by one set of ops, where reducing each on its own would pay every op's
+fixed cost twice. A bigger group is reduced where it is taken, without a copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from runner.reductions import (
+    STACK_LIMIT,
+    Workspace,
+    fold_last_bin,
+    row_histograms,
+    row_moments,
+    row_squares,
+    shape_groups,
+    stacked,
+)
+
+
+@dataclass
+class Histogram:
+    """What `SummaryWriter.add_histogram_raw` needs for one tensor."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    bucket_limits: list[float]
+    bucket_counts: list[float]
+
+
+# Device tensors to copy to the host, and what turns their host values (one list per
+# tensor) into the step's numbers.
+Shipment = tuple[list[torch.Tensor], Callable[[list[list[float]]], None]]
+
+
+def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
+    """Each distinct Parameter once, with every name that refers to it (tied ones have several)."""
+    seen: dict[int, tuple[nn.Parameter, list[str]]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        seen.setdefault(id(param), (param, []))[1].append(name)
+    return list(seen.values())
+
+
+class _Pair:
+    """A small group's (2k, n) float32 buffer: gradients in rows [0, k), weights in [k, 2k)."""
+
+    def __init__(self, k: int, n: int, device: torch.device) -> None:
+        self.both = torch.empty(2 * k, n, dtype=torch.float32, device=device)
+        self.grads, self.weights = self.both[:k], self.both[k:]  # views made once
+
+
+class ParamStats:
+    """One logging step's parameter statistics: `take_grads` after backward, `snapshot`
+    before the update (for the update ratio), `take_weights` after it; each returns the
+    shipments to copy to the host, and `emit` writes the tags once their values arrived."""
+
+    def __init__(self, model: nn.Module, hist_bins: int, workspace: Workspace) -> None:
+        self.params = unique_parameters(model)
+        self.hist_bins = hist_bins
+        self._workspace = workspace
+        self._groups = shape_groups([tuple(p.shape) for p, _ in self.params])
+        self._numels = [p.numel() for p, _ in self.params]
+        small = [2 * len(g) * self._numels[g[0]] < STACK_LIMIT for g in self._groups]
+        self._small = small
+        self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
+        self._snapshots: list[torch.Tensor] | None = None  # weights before the update
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the step: nothing taken, nothing measured."""
+        self._grads_held = False  # the small groups' gradients wait in their pairs
+        self._snapshot_taken = False
+        self._histograms = False  # this step bins histograms
+        self._updated = False  # this step measures the update ratio
+        # prefix ("grads", "weights") -> unique tensor index -> its host numbers:
+        # [sum, centred squares, (min, max, counts), (‖Δw‖², ‖w_before‖²)]
+        self._measured: dict[str, dict[int, list]] = {}
+
+    def _pairs_on(self, device: torch.device) -> list[_Pair | None]:
+        if self._pairs is None:
+            self._pairs = [_Pair(len(g), self._numels[g[0]], device) if small else None
+                           for g, small in zip(self._groups, self._small, strict=True)]  # fmt: skip
+        return self._pairs
+
+    def take_grads(self, histograms: bool) -> list[Shipment]:
+        """After backward: reduce the big groups' gradients now, hold the small groups' copies."""
+        self._histograms = histograms
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in self.params]
+        pairs = self._pairs_on(grads[0].device)
+        shipments = []
+        for g, group in enumerate(self._groups):
+            members = [grads[i] for i in group]
+            pair = pairs[g]
+            if pair is None:
+                shipments.append(self._reduce(g, stacked(members, self._workspace), ("grads",)))
+            else:
+                stacked(members, out=pair.grads)
+        self._grads_held = True
+        return shipments
+
+    def snapshot(self) -> None:
+        """The weights before the update, into buffers made once: the update ratio's w_before."""
+        weights = [p for p, _ in self.params]
+        if self._snapshots is None:
+            device = weights[0].device
+            self._snapshots = [torch.empty(len(g), self._numels[g[0]], dtype=torch.float32,
+                                           device=device) for g in self._groups]  # fmt: skip
+        for group, buffer in zip(self._groups, self._snapshots, strict=True):
+            stacked([weights[i] for i in group], out=buffer)
+        self._snapshot_taken = True
+
+    def take_weights(self, histograms: bool) -> list[Shipment]:
+        """After the update: reduce the weights (with the held gradients of small groups, and
+        the update ratio when a snapshot was taken)."""
+        self._histograms = histograms
+        weights = [p for p, _ in self.params]
+        pairs = self._pairs_on(weights[0].device)
+        shipments = []
+        for g, group in enumerate(self._groups):
+            members = [weights[i] for i in group]
+            pair = pairs[g]
+            if pair is None:
+                rows = stacked(members, self._workspace)
+                shipments.append(self._reduce(g, rows, ("weights",), rows))
+            elif self._grads_held:
+                stacked(members, out=pair.weights)
+                shipments.append(self._reduce(g, pair.both, ("grads", "weights"), pair.weights))
+            else:
+                stacked(members, out=pair.weights)
+                shipments.append(self._reduce(g, pair.weights, ("weights",), pair.weights))
+        return shipments
+
+    def _reduce(self, g: int, rows: torch.Tensor, prefixes: tuple[str, ...],
+                weights: torch.Tensor | None = None) -> Shipment:  # fmt: skip
+        """Sums and centred squares (and histograms) of `rows`, one section of the group's
+        k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖²."""
+        workspace = self._workspace
+        pieces = [*row_moments(rows, workspace)]
+        if self._histograms:
+            pieces += row_histograms(rows, self.hist_bins, workspace)
+        update = weights is not None and self._snapshot_taken
+        self._updated |= update
+        if update:
+            before = self._snapshots[g]
+            # ‖w_before‖ only divides: vector_norm's float32 accumulation is plenty.
+            pieces += [row_squares(weights, workspace, minus=before),
+                       torch.linalg.vector_norm(before, dim=1).square_()]  # fmt: skip
+        group, histograms, width = self._groups[g], self._histograms, self.hist_bins + 1
+
+        def finish(values: list[list[float]]) -> None:
+            for j, prefix in enumerate(prefixes):
+                table = self._measured.setdefault(prefix, {})
+                for r, i in enumerate(group):
+                    row = j * len(group) + r
+                    numbers = [values[0][row], values[1][row]]
+                    if histograms:
+                        counts = values[4][row * width : (row + 1) * width]
+                        numbers += [values[2][row], values[3][row], counts]
+                    if update and prefix == "weights":
+                        numbers += [values[-2][r], values[-1][r]]
+                    table[i] = numbers
+
+        return pieces, finish
+
+    def emit(self, scalars: bool, scalars_of: dict[str, float],
+             histograms_of: dict[str, Histogram]) -> None:  # fmt: skip
+        """Write the measured numbers as tags, in model order, each tensor under every name:
+        `{grads,weights}_norm/<name>`, `..._std/<name>`, `update_ratio/<name>`, and the
+        histograms `grads/<name>`, `weights/<name>`."""
+        for prefix, table in self._measured.items():
+            measured = [table[i] for i in range(len(self.params))]
+            entries = zip(self._numels, measured, self.params, strict=True)
+            if scalars:
+                for n, m, (_, names) in entries:
+                    s, q = m[0], m[1]
+                    norm, std = math.sqrt(q + s * s / n), sample_std(q, n)
+                    for name in names:
+                        scalars_of[f"{prefix}_norm/{name}"] = norm
+                        scalars_of[f"{prefix}_std/{name}"] = std
+            if prefix == "weights" and self._updated:
+                for m, (_, names) in zip(measured, self.params, strict=True):
+                    ratio = math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12)
+                    for name in names:
+                        scalars_of[f"update_ratio/{name}"] = ratio
+            if self._histograms:
+                for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
+                    histogram = _histogram(n, *m[:5])
+                    for name in names:
+                        histograms_of[f"{prefix}/{name}"] = histogram
+
+
+def _histogram(n: int, total: float, centred_squares: float, low: float, high: float,
+               counts: list[float]) -> Histogram:  # fmt: skip
+    """A Histogram from one tensor's host numbers: its n values' sum and centred sum of
+    squares, min, max and `row_histograms` counts (bins + 1 of them)."""
+    bins = len(counts) - 1
+    width = max(high - low, 1e-12) / bins
+    limits = [low + width * (k + 1) for k in range(bins)]  # right edges
+    folded = fold_last_bin(counts)
+    return Histogram(low, high, int(sum(folded)), total, centred_squares + total * total / n,
+                     limits, folded)  # fmt: skip
+
+
+def sample_std(centred_squares: float, n: int) -> float:
+    """The sample std from the centred sum of squares of n values (0 for a single value)."""
+    return math.sqrt(centred_squares / (n - 1)) if n > 1 else 0.0
