@@ -112,8 +112,12 @@ class NonFiniteWatch:
         """The device flag, to ship in a logging step's single host copy."""
         if self.policy == "skip":
             return {}
-        self._fold()
-        return {FLAG_TAG: self._finite}
+        if not self._held:
+            return {FLAG_TAG: self._finite}
+        # The flag only: folding the record (a dozen small ops) waits until the buffer is
+        # full or the flag says a loss was bad, which logging every step would pay each step.
+        held = self._losses[: self._held].isfinite().all()
+        return {FLAG_TAG: torch.logical_and(self._finite, held)}
 
     def scalars(self) -> dict[str, float]:
         """What a logging step writes about the policy: `skip`'s count of dropped updates."""
@@ -147,6 +151,7 @@ class NonFiniteWatch:
             raise NonFinite(step, "the weights became non-finite")
 
     def _recorded(self) -> NonFinite:
+        self._fold()
         count, value = int(self._count.item()), self._value.item()  # only once, when it failed
         return NonFinite(self.start_step + count + 1, f"the loss is {value}")
 

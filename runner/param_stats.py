@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from runner.reductions import (
     STACK_LIMIT,
+    TINY_LIMIT,
     Workspace,
     fold_last_bin,
+    host_rows,
     row_histograms,
     row_moments,
     row_squares,
@@ -43,9 +46,15 @@ class Histogram:
     bucket_counts: list[float]
 
 
-# Device tensors to copy to the host, and what turns their host values (one list per
-# tensor) into the step's numbers.
-Shipment = tuple[list[torch.Tensor], Callable[[list[list[float]]], None]]
+@dataclass
+class Shipment:
+    """Device tensors for the step's one host copy, and what turns their host values into
+    the step's numbers: `finish` gets one list of Python numbers per tensor of `pieces`,
+    then one float32 NumPy array per tensor of `whole` (float32 tensors copied as they are)."""
+
+    pieces: list[torch.Tensor]
+    finish: Callable[[list], None]
+    whole: list[torch.Tensor] = field(default_factory=list)
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
@@ -148,34 +157,74 @@ class ParamStats:
     def _reduce(self, g: int, rows: torch.Tensor, prefixes: tuple[str, ...],
                 weights: torch.Tensor | None = None) -> Shipment:  # fmt: skip
         """Sums and centred squares (and histograms) of `rows`, one section of the group's
-        k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖²."""
+        k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖². A
+        group of at most TINY_LIMIT values goes to the host whole and is reduced there."""
+        update = weights is not None and self._snapshot_taken
+        self._updated |= update
+        before = self._snapshots[g] if update else None
+        if rows.numel() <= TINY_LIMIT:
+            whole = [rows] if before is None else [rows, weights, before]
+            return Shipment([], self._host_finisher(g, prefixes, update), whole)
         workspace = self._workspace
         pieces = [*row_moments(rows, workspace)]
         if self._histograms:
             pieces += row_histograms(rows, self.hist_bins, workspace)
-        update = weights is not None and self._snapshot_taken
-        self._updated |= update
-        if update:
-            before = self._snapshots[g]
+        if before is not None:
             # ‖w_before‖ only divides: vector_norm's float32 accumulation is plenty.
             pieces += [row_squares(weights, workspace, minus=before),
                        torch.linalg.vector_norm(before, dim=1).square_()]  # fmt: skip
-        group, histograms, width = self._groups[g], self._histograms, self.hist_bins + 1
+        return Shipment(pieces, self._finisher(g, prefixes, update))
+
+    def _finisher(self, g: int, prefixes: tuple[str, ...], update: bool) -> Callable:
+        """Files the host values of `_reduce`'s pieces under each tensor of the group."""
+        histograms, width = self._histograms, self.hist_bins + 1
 
         def finish(values: list[list[float]]) -> None:
-            for j, prefix in enumerate(prefixes):
-                table = self._measured.setdefault(prefix, {})
-                for r, i in enumerate(group):
-                    row = j * len(group) + r
-                    numbers = [values[0][row], values[1][row]]
-                    if histograms:
-                        counts = values[4][row * width : (row + 1) * width]
-                        numbers += [values[2][row], values[3][row], counts]
-                    if update and prefix == "weights":
-                        numbers += [values[-2][r], values[-1][r]]
-                    table[i] = numbers
+            counts = values[4] if histograms else []
+            self._file(g, prefixes, values[0], values[1],
+                       (values[2], values[3], [counts[r * width : (r + 1) * width]
+                                               for r in range(len(values[2]))])
+                       if histograms else None,
+                       (values[-2], values[-1]) if update else None)  # fmt: skip
 
-        return pieces, finish
+        return finish
+
+    def _host_finisher(self, g: int, prefixes: tuple[str, ...], update: bool) -> Callable:
+        """Reduces a tiny group's rows (and for the update, its new weights and snapshot) on
+        the host, then files them as `_finisher` does."""
+        histograms, bins = self._histograms, self.hist_bins
+        k, n = len(self._groups[g]), self._numels[self._groups[g][0]]
+
+        def finish(values: list[np.ndarray]) -> None:
+            rows = values[0].reshape(-1, n)
+            reduced = host_rows(rows, bins if histograms else None)
+            ratio = None
+            if update:
+                new = values[1].reshape(k, n).astype(np.float64)
+                old = values[2].reshape(k, n).astype(np.float64)
+                ratio = (np.square(new - old).sum(1).tolist(), np.square(old).sum(1).tolist())
+            hist = None
+            if histograms:
+                hist = (reduced[2].tolist(), reduced[3].tolist(), reduced[4].tolist())
+            self._file(g, prefixes, reduced[0].tolist(), reduced[1].tolist(), hist, ratio)
+
+        return finish
+
+    def _file(self, g: int, prefixes: tuple[str, ...], sums: list, squares: list,
+              hist: tuple | None, update: tuple | None) -> None:  # fmt: skip
+        """Each row's host numbers under its (prefix, tensor): the rows are one section of
+        the group's k tensors per prefix; `update` holds the weights' section's numbers."""
+        group = self._groups[g]
+        for j, prefix in enumerate(prefixes):
+            table = self._measured.setdefault(prefix, {})
+            for r, i in enumerate(group):
+                row = j * len(group) + r
+                numbers = [sums[row], squares[row]]
+                if hist is not None:
+                    numbers += [hist[0][row], hist[1][row], hist[2][row]]
+                if update is not None and prefix == "weights":
+                    numbers += [update[0][r], update[1][r]]
+                table[i] = numbers
 
     def emit(self, scalars: bool, scalars_of: dict[str, float],
              histograms_of: dict[str, Histogram]) -> None:  # fmt: skip

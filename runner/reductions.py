@@ -26,6 +26,10 @@ import torch
 # reduced alone, where its ops take long enough that their fixed cost does not matter and a
 # stacking copy would cost memory.
 STACK_LIMIT = 1 << 20
+# Groups of at most this many values are copied to the host whole (inside the step's one
+# copy) and reduced there by `host_rows`: a bias or a norm layer's weight costs a dozen
+# device ops of fixed cost otherwise, more than the NumPy arithmetic on its values.
+TINY_LIMIT = 1 << 13
 
 
 def shape_groups(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
@@ -187,3 +191,32 @@ def dead_units(rows: torch.Tensor, batch: int) -> torch.Tensor:
     boolean copy of the whole output (10x slower on the CPU)."""
     never_on = rows.reshape(rows.shape[0], batch, -1).amax(1) <= 0
     return never_on.sum(1, dtype=torch.float32)  # exact: a layer has fewer than 2^24 units
+
+
+def host_rows(rows: np.ndarray, bins: int | None) -> list[np.ndarray]:
+    """What `row_moments` and `row_histograms` give for the rows of a (g, n) float32 array
+    on the host: per row the sum and the centred sum of squares (in float64), and with
+    `bins` the min, max and (g, bins + 1) counts, binned as `cpu_counts` bins (float32
+    scale and offsets, NaN and infinities to the first bin)."""
+    with np.errstate(all="ignore"):  # NaN and inf give NaN and inf, as on the device
+        x = rows.astype(np.float64)
+        sums = x.sum(1)
+        squares = np.square(x - (sums / rows.shape[1])[:, None]).sum(1)
+        if bins is None:
+            return [sums, squares]
+        lows, highs = rows.min(1), rows.max(1)  # a NaN propagates, as amin and amax do
+        scales = np.where(lows < highs, np.float32(bins) / (highs - lows), np.float32(0.0))
+        scaled = (rows - lows[:, None]) * scales[:, None]
+    scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, bins)
+    g = rows.shape[0]
+    index = scaled.astype(np.int64) + np.arange(0, g * (bins + 1), bins + 1)[:, None]
+    counts = np.bincount(index.reshape(-1), minlength=g * (bins + 1)).reshape(g, bins + 1)
+    return [sums, squares, lows, highs, counts]
+
+
+def host_dead_units(rows: np.ndarray, batch: int) -> np.ndarray:
+    """`dead_units` of the rows of a float32 array on the host (a NaN unit is not dead, as
+    on the device)."""
+    with np.errstate(invalid="ignore"):
+        never_on = rows.reshape(rows.shape[0], batch, -1).max(1) <= 0
+    return never_on.sum(1).astype(np.float64)

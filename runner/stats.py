@@ -17,12 +17,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from runner.param_stats import Histogram, ParamStats, Shipment, sample_std
 from runner.probe import LayerCall, layer_paths
-from runner.reductions import STACK_LIMIT, Workspace, dead_units, row_moments, stacked
+from runner.reductions import (
+    STACK_LIMIT,
+    TINY_LIMIT,
+    Workspace,
+    dead_units,
+    host_dead_units,
+    host_rows,
+    row_moments,
+    stacked,
+)
 
 # Modules whose zero outputs mean a unit is off (a "dead" unit never turns on in a batch).
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
@@ -133,23 +143,37 @@ class StepStats:
             self._ship_outputs(stacked([out], self._workspace), [entry])
 
     def _ship_outputs(self, rows: torch.Tensor, entries: list[_Output]) -> None:
-        """Mean, std and dead units of layer outputs of one shape, the rows of `rows`."""
-        sums, squares = row_moments(rows, self._workspace)
-        pieces = [sums, squares]
-        if any(e.rectifier for e in entries):
-            pieces.append(dead_units(rows, entries[0].batch))
-        n = rows.shape[1]
+        """Mean, std and dead units of layer outputs of one shape, the rows of `rows` (at most
+        TINY_LIMIT values: copied whole and reduced on the host)."""
+        rectifiers, n, batch = any(e.rectifier for e in entries), rows.shape[1], entries[0].batch
+        if rows.numel() <= TINY_LIMIT:
+
+            def finish_on_host(values: list) -> None:
+                host = values[0].reshape(len(entries), n)
+                sums, squares = host_rows(host, None)
+                dead = host_dead_units(host, batch).tolist() if rectifiers else []
+                self._file_outputs(entries, n, sums.tolist(), squares.tolist(), dead)
+
+            self._shipped.append(Shipment([], finish_on_host, [rows]))
+            return
+        pieces = [*row_moments(rows, self._workspace)]
+        if rectifiers:
+            pieces.append(dead_units(rows, batch))
 
         def finish(values: list[list[float]]) -> None:
-            scalars = self._record.scalars
-            for row, entry in enumerate(entries):
-                s, q = values[0][row], values[1][row]
-                scalars[f"activations_mean/{entry.path}"] = s / n
-                scalars[f"activations_std/{entry.path}"] = sample_std(q, n)
-                if entry.rectifier:
-                    scalars[f"dead_relu/{entry.path}"] = values[2][row] * entry.batch / n
+            self._file_outputs(entries, n, values[0], values[1], values[2] if rectifiers else [])
 
-        self._shipped.append((pieces, finish))
+        self._shipped.append(Shipment(pieces, finish))
+
+    def _file_outputs(self, entries: list[_Output], n: int, sums: list[float],
+                      squares: list[float], dead: list[float]) -> None:  # fmt: skip
+        scalars = self._record.scalars
+        for row, entry in enumerate(entries):
+            s, q = sums[row], squares[row]
+            scalars[f"activations_mean/{entry.path}"] = s / n
+            scalars[f"activations_std/{entry.path}"] = sample_std(q, n)
+            if entry.rectifier:
+                scalars[f"dead_relu/{entry.path}"] = dead[row] * entry.batch / n
 
     def _reduce_stash(self) -> None:
         for rows, entries in self._stash.take():
@@ -177,7 +201,9 @@ class StepStats:
             if scalars or histograms:
                 self._shipped += self._params.take_weights(histograms)
             for tag, value in extra.items():
-                self._shipped.append(([value.detach().reshape(1)], self._scalar_finisher(tag)))
+                self._shipped.append(
+                    Shipment([value.detach().reshape(1)], self._scalar_finisher(tag))
+                )
         self._to_host()
         record = self._record
         self._params.emit(scalars, record.scalars, record.histograms)
@@ -193,29 +219,36 @@ class StepStats:
     def _to_host(self) -> None:
         if not self._shipped:
             return
-        tensors = [t for shipped, _ in self._shipped for t in shipped]
-        # The one device-to-host copy of the step, as float32: the float pieces, then the
-        # int64 ones (bin counts: exact past 2^24) as their bits, two float32 per value, read
-        # back as int64 on the host. One dtype keeps the cat a plain copy (a mixed-dtype cat
-        # took 0.4 ms a step).
+        tensors = [t for shipment in self._shipped for t in shipment.pieces]
+        whole = [t for shipment in self._shipped for t in shipment.whole]
+        # The one device-to-host copy of the step, as float32: the float pieces, the whole
+        # tensors, then the int64 pieces (bin counts: exact past 2^24) as their bits, two
+        # float32 per value, read back as int64 on the host. One dtype keeps the cat a plain
+        # copy (a mixed-dtype cat took 0.4 ms a step).
         floats = [i for i, t in enumerate(tensors) if t.dtype != torch.int64]
         ints = [i for i, t in enumerate(tensors) if t.dtype == torch.int64]
-        float_bits = [_as_float32(tensors[i]) for i in floats]
+        float_bits = [_as_float32(tensors[i]) for i in floats] + [t.reshape(-1) for t in whole]
         length = sum(t.numel() for t in float_bits)
         pad = [float_bits[0].new_zeros(length % 2)] if float_bits else []  # int64 alignment
         int_bits = [tensors[i].reshape(-1).view(torch.float32) for i in ints]
-        host = torch.cat([*float_bits, *pad, *int_bits]).cpu()
-        flat = host[:length].tolist()
-        if ints:  # read on the host: no device sync
-            flat += host[length + length % 2 :].view(torch.int64).tolist()
+        host = torch.cat([*float_bits, *pad, *int_bits]).cpu().numpy()  # the rest reads it
+        piece_length = length - sum(t.numel() for t in whole)
+        flat = host[:piece_length].tolist()
+        if ints:
+            flat += host[length + length % 2 :].view(np.int64).tolist()
         values: list[list] = [[] for _ in tensors]
         at = 0
         for i in floats + ints:
             values[i] = flat[at : at + tensors[i].numel()]
             at += tensors[i].numel()
-        for shipped, finish in self._shipped:
-            finish(values[: len(shipped)])
-            values = values[len(shipped) :]
+        arrays, at = [], piece_length
+        for t in whole:  # views of the host copy: no conversion to Python numbers
+            arrays.append(host[at : at + t.numel()])
+            at += t.numel()
+        for shipment in self._shipped:
+            taken, values = values[: len(shipment.pieces)], values[len(shipment.pieces) :]
+            given, arrays = arrays[: len(shipment.whole)], arrays[len(shipment.whole) :]
+            shipment.finish(taken + given)
 
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ from runner.reductions import (
     dead_units,
     device_counts,
     fold_last_bin,
+    host_dead_units,
+    host_rows,
     row_histograms,
     row_moments,
     row_squares,
@@ -82,6 +84,42 @@ def test_the_synchronisation_free_path_counts_as_the_cpu_path_does():
             cpu = cpu_counts(rows, lows, highs, bins, torch.empty_like(rows), ws)
             device = device_counts(rows, lows, highs, bins, torch.empty_like(rows), ws)
             assert torch.equal(cpu, device), bins
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), "constant"])
+def test_a_tiny_group_reduced_on_the_host_gives_the_device_numbers(bad):
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randn(4, 256, generator=g) * torch.tensor([[1.0], [1e-3], [40.0], [2.0]])
+    rows[1] += 7.0  # a large mean: centred on the host too
+    if bad == "constant":
+        rows[3] = 0.25
+    elif bad is not None:
+        rows[3, 5] = bad
+    for bins in (1, 8, 64):
+        sums, squares, lows, highs, counts = host_rows(rows.numpy(), bins)
+        device = [*row_moments(rows, Workspace()), *row_histograms(rows, bins, Workspace())]
+        np.testing.assert_array_equal(lows, device[2].numpy())  # NaN equals NaN here
+        np.testing.assert_array_equal(highs, device[3].numpy())
+        assert counts.tolist() == device[4].tolist()  # the same float32 binning
+        finite = slice(0, 3) if bad not in (None, "constant") else slice(0, 4)
+        # float64 on the host, float32 cascade sums on the device
+        assert sums[finite].tolist() == pytest.approx(
+            device[0][finite].tolist(), rel=1e-5, abs=1e-5
+        )
+        assert squares[finite].tolist() == pytest.approx(device[1][finite].tolist(), rel=1e-5)
+    np.testing.assert_array_equal(host_rows(rows.numpy(), None)[1], squares)
+    if bad == "constant":
+        assert squares[3] == 0.0
+
+
+def test_dead_units_on_the_host_equal_the_devices():
+    outputs = torch.randn(3, 8, 32, generator=torch.Generator().manual_seed(4)).clamp_(min=0)
+    outputs[0, :, 5] = 0.0  # one dead unit
+    outputs[1, :, :20] = -1.0  # twenty
+    outputs[2, 3, 7] = float("nan")  # NaN: not dead, on either side
+    rows = outputs.reshape(3, -1)
+    host = host_dead_units(rows.numpy(), batch=8).tolist()
+    assert host == dead_units(rows, batch=8).tolist() and host[1] >= 20
 
 
 def test_row_moments_match_float64_even_with_a_large_mean():

@@ -294,9 +294,10 @@ def test_no_host_sync_on_steps_that_do_not_log(tmp_path, monkeypatch):
     from runner.train import prepare
 
     calls = count_host_reads(monkeypatch)
-    # One host copy per logging step (train.on_nonfinite=stop's flag rides in it), none on
-    # other steps, and one read of the non-finite record and the weights at the end.
-    for every, expected in ((0, {"tolist": 1}), (10, {"cpu": 2, "tolist": 3})):
+    # One host copy per logging step (train.on_nonfinite=stop's flag rides in it), read as
+    # one NumPy array; none on other steps; one read of the non-finite record and the
+    # weights at the end.
+    for every, expected in ((0, {"tolist": 1}), (10, {"cpu": 2, "numpy": 2, "tolist": 1})):
         cfg = runner.compose(["model=deep_mlp", "tying=hidden", "train.steps=20", "train.val_every=0",
                               "train.progress=off", f"log.every={every}", "log.hist_every=0"])  # fmt: skip
         setup = prepare(cfg)
