@@ -75,8 +75,10 @@ class _Pair:
 
 class ParamStats:
     """One logging step's parameter statistics: `take_grads` after backward, `snapshot`
-    before the update (for the update ratio), `take_weights` after it; each returns the
-    shipments to copy to the host, and `emit` writes the tags once their values arrived."""
+    before the update (for the update ratio), `take_weights` after it; the two takes return
+    the shipments to copy to the host, and `emit` writes the tags once their values arrived.
+    The tensors shipped are the pairs' and snapshots' own buffers: valid until the next
+    logging step takes into them."""
 
     def __init__(self, model: nn.Module, hist_bins: int, workspace: Workspace) -> None:
         self.params = unique_parameters(model)
@@ -84,6 +86,8 @@ class ParamStats:
         self._workspace = workspace
         self._groups = shape_groups([tuple(p.shape) for p, _ in self.params])
         self._numels = [p.numel() for p, _ in self.params]
+        # A pair holds a group twice (gradients and weights) for the whole step: only for
+        # groups whose ops are short enough for their fixed cost to matter.
         small = [2 * len(g) * self._numels[g[0]] < STACK_LIMIT for g in self._groups]
         self._small = small
         self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
@@ -163,7 +167,7 @@ class ParamStats:
         self._updated |= update
         before = self._snapshots[g] if update else None
         if rows.numel() <= TINY_LIMIT:
-            whole = [rows] if before is None else [rows, weights, before]
+            whole = [rows] if before is None else [rows, before]  # weights: the last k rows
             return Shipment([], self._host_finisher(g, prefixes, update), whole)
         workspace = self._workspace
         pieces = [*row_moments(rows, workspace)]
@@ -200,8 +204,8 @@ class ParamStats:
             reduced = host_rows(rows, bins if histograms else None)
             ratio = None
             if update:
-                new = values[1].reshape(k, n).astype(np.float64)
-                old = values[2].reshape(k, n).astype(np.float64)
+                new = rows[-k:].astype(np.float64)
+                old = values[1].reshape(k, n).astype(np.float64)
                 ratio = (np.square(new - old).sum(1).tolist(), np.square(old).sum(1).tolist())
             hist = None
             if histograms:

@@ -5,7 +5,8 @@ A PyTorch op costs about 5 us on a CPU whatever its size, more than the arithmet
 shape (each below STACK_LIMIT values) are stacked into the rows of one matrix and every
 reduction is one op per group of rows: a 4 x 256 MLP's 10 parameters make 5 groups, its 9
 layer outputs 2. Results stay on the device; the host finishes them (means, stds, norms)
-after the step's one copy (runner/stats.py).
+after the step's one copy (runner/stats.py). A group of at most TINY_LIMIT values rides
+whole in that copy instead, and `host_rows` reduces it on the host by the same rules.
 
 Per row x of n values, `row_moments` gives s = sum(x) and the centred sum of squares
 q = sum((x - s/n)^2), both cascade sums (float32 rounding even at millions of values,

@@ -3,9 +3,10 @@
 On a step that logs, `StepStats` hooks every layer's forward pass (activation mean,
 std and the fraction of dead ReLU units), reads every unique parameter's weight and
 gradient (norm, std) and the update it received (‖Δw‖/‖w‖; runner/param_stats.py), and
-bins histograms on the device. The device only reduces (sums, centred sums of squares,
-min, max, bin counts; runner/reductions.py, a few ops per group of same-shape tensors);
-every number of a step is concatenated into one tensor and copied to the host in one
+bins histograms. The device only reduces (sums, centred sums of squares, min, max, bin
+counts; runner/reductions.py, a few ops per group of same-shape tensors), and only
+groups above TINY_LIMIT values: smaller ones are copied whole and reduced on the host.
+Every number of a step is concatenated into one tensor and copied to the host in one
 transfer, and the host finishes them (divisions, square roots, a tied tensor's several
 names). On steps that do not log, nothing is registered or computed. A tied tensor is
 measured once and reported under every name that refers to it, so tied and untied runs
@@ -154,6 +155,7 @@ class StepStats:
                 dead = host_dead_units(host, batch).tolist() if rectifiers else []
                 self._file_outputs(entries, n, sums.tolist(), squares.tolist(), dead)
 
+            # `rows` is the stash's buffer: it holds until the next forward pass, after the copy.
             self._shipped.append(Shipment([], finish_on_host, [rows]))
             return
         pieces = [*row_moments(rows, self._workspace)]
@@ -180,7 +182,8 @@ class StepStats:
             self._ship_outputs(rows, entries)
 
     def before_update(self, scalars: bool, histograms: bool) -> None:
-        """After backward: gradient statistics and histograms; snapshot weights for ‖Δw‖."""
+        """After backward: the layer outputs' and the gradients' statistics (big groups
+        reduced now, small ones copied for `finish`); snapshot weights for ‖Δw‖."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
