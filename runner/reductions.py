@@ -208,9 +208,11 @@ def host_rows(rows: np.ndarray, bins: int | None) -> list[np.ndarray]:
         lows, highs = rows.min(1), rows.max(1)  # a NaN propagates, as amin and amax do
         scales = np.where(lows < highs, np.float32(bins) / (highs - lows), np.float32(0.0))
         scaled = (rows - lows[:, None]) * scales[:, None]
-    scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, bins)
+    if not (np.isfinite(lows).all() and np.isfinite(highs).all()):  # a NaN or an infinity
+        scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, bins)
     g = rows.shape[0]
-    index = scaled.astype(np.int64) + np.arange(0, g * (bins + 1), bins + 1)[:, None]
+    index = scaled.astype(np.int64)  # in [0, bins]: truncation gives the bin
+    index += np.arange(0, g * (bins + 1), bins + 1)[:, None]
     counts = np.bincount(index.reshape(-1), minlength=g * (bins + 1)).reshape(g, bins + 1)
     return [sums, squares, lows, highs, counts]
 
