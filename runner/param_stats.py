@@ -88,8 +88,7 @@ class ParamStats:
         self._numels = [p.numel() for p, _ in self.params]
         # A pair holds a group twice (gradients and weights) for the whole step: only for
         # groups whose ops are short enough for their fixed cost to matter.
-        small = [2 * len(g) * self._numels[g[0]] < STACK_LIMIT for g in self._groups]
-        self._small = small
+        self._small = [2 * len(g) * self._numels[g[0]] < STACK_LIMIT for g in self._groups]
         self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
         self._snapshots: list[torch.Tensor] | None = None  # weights before the update
         self.reset()
@@ -150,11 +149,11 @@ class ParamStats:
             if pair is None:
                 rows = stacked(members, self._workspace)
                 shipments.append(self._reduce(g, rows, ("weights",), rows))
-            elif self._grads_held:
-                stacked(members, out=pair.weights)
+                continue
+            stacked(members, out=pair.weights)
+            if self._grads_held:
                 shipments.append(self._reduce(g, pair.both, ("grads", "weights"), pair.weights))
-            else:
-                stacked(members, out=pair.weights)
+            else:  # step 0: the initial weights alone
                 shipments.append(self._reduce(g, pair.weights, ("weights",), pair.weights))
         return shipments
 
