@@ -117,18 +117,23 @@ def _covering_jobs(
     base = compose_with_hydra(fixed, config_name, config_dir)
     sweep_dir = _planned_dir(base, "sweep")
     groups, launcher = set(base.hydra.runtime.choices), base.hydra.launcher
-    params = []
+    params, experiment = [], base.hydra.runtime.choices.get("experiment")
     if base.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+    params_source = "hydra.sweeper.params"  # where an error in them points
+    if experiment:
+        params_source = f"experiment/{experiment}.yaml: {params_source}"
     job_config(base, fixed)
     check_output_dir(sweep_dir, "hydra.sweep.dir")
     # As the basic sweeper does: the config's params first, the command line's win per key.
+    in_order = [(o, params_source) for o in parser.parse_overrides(params)]
+    in_order += [(o, "command line") for o in parsed]
     picked: dict[str, list[str]] = {}
-    for override in parser.parse_overrides(params) + parsed:
+    for override, where in in_order:
         key = override.get_key_element()
         if override.is_sweep_override() and key.lstrip("+~").startswith(("hydra.", "hydra/")):
             raise ConfigError(
-                f"command line: {override.input_line}: Hydra cannot sweep its own settings "
+                f"{where}: {override.input_line}: Hydra cannot sweep its own settings "
                 "(hydra.* keys, hydra/ groups); give it one value, and sweep keys of the "
                 "runner's config (seed=0,1, init=default,xavier)"
             )

@@ -101,6 +101,8 @@ USER_CONF = {
     "data/typo.yaml": "# a misspelt key\nkind: regression\nout_features: 1\nn_train: 10\nn_val: 10\nnosie: 0.1\n",
     "optim/extra.yaml": "# a key outside optimizer and scheduler\noptimizer: {_target_: torch.optim.SGD, lr: 0.1}\nlr: 0.1\n",
     "experiment/typo.yaml": "# @package _global_\n# a misspelt top-level key\ntrian:\n  steps: 3\n",
+    "experiment/sweeps_hydra.yaml": "# @package _global_\n# a Hydra setting in the grid\n"
+    "hydra:\n  sweeper:\n    params:\n      hydra.job.chdir: true,false\n      seed: 0,1\n",
 }
 CONF = ("--config-dir", "{tmp}/conf")
 
@@ -268,6 +270,9 @@ CASES = [
     train("sweep-over-hydra-settings", "-m", "hydra/launcher=basic,joblib", "seed=0,1",
           words=("command line: hydra/launcher=basic,joblib", "Hydra cannot sweep its own",
                  "seed=0,1")),
+    train("sweep-over-hydra-settings-in-a-config", *CONF, "-m", "experiment=sweeps_hydra",
+          words=("experiment/sweeps_hydra.yaml: hydra.sweeper.params: hydra.job.chdir=true,false",
+                 "Hydra cannot sweep its own")),
     # --- the companion commands ---
     inspect("inspect-unknown-layer-type", *CONF, "model=typo",
             words=("model/typo.yaml", "unknown layer type 'lineer'", "'linear'")),
