@@ -150,4 +150,4 @@ def log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial:
         record.scalars["loss/train"] = initial["train"]
         if cfg.train.val_every and math.isfinite(initial["val"]):
             record.scalars["loss/val"] = initial["val"]
-    writer.record(0, record)
+    writer.hold(0, record)  # written with the first write after step 1

@@ -46,17 +46,27 @@ class RunWriter:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self._writer = None
+        self._held: list[tuple[int, StepRecord]] = []  # written before anything else
 
     @property
     def writer(self):
-        """The SummaryWriter, made on first use: a run that logs nothing leaves no tb/ and pays
-        no TensorBoard import before its first step."""
+        """The SummaryWriter, made on first use: a run that logs nothing leaves no tb/, and
+        one that logs pays TensorBoard's import (0.2 s) after its first step, not before."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             use_fast_crc()
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
+            held, self._held = self._held, []
+            for step, record in held:
+                self.record(step, record)
         return self._writer
+
+    def hold(self, step: int, record: StepRecord) -> None:
+        """Keep `record` to write first with the next write, or at `flush` or `close`: the
+        statistics at initialisation are measured before training and need not make the
+        first step wait for the writer."""
+        self._held.append((step, record))
 
     def record(self, step: int, record: StepRecord) -> None:
         """Every scalar and histogram of one logging step, as one event."""
@@ -101,12 +111,14 @@ class RunWriter:
             self.writer.add_scalar(tag, value, step)
 
     def flush(self) -> None:
-        """Write out what is buffered (the benchmark times event writing too)."""
-        if self._writer is not None:
-            self._writer.flush()
+        """Write out what is buffered or held (the benchmark times event writing too)."""
+        if self._writer is not None or self._held:
+            self.writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file (if one was opened)."""
+        """Write what is held, flush and close the event file (if one was opened)."""
+        if self._held:
+            self.writer  # noqa: B018 -- opening it writes what is held
         if self._writer is not None:
             self._writer.close()
             self._writer = None

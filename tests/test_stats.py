@@ -120,3 +120,26 @@ def test_fast_event_checksum_equals_tensorboards_own():
     for size in (0, 1, 7, 64, 1000, 10_001):
         data = os.urandom(size)
         assert masked_crc32c(data) == reference(data)
+
+
+def test_held_statistics_open_no_writer_and_come_first_in_the_event_file(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from runner.stats import StepRecord
+    from runner.tensorboard import RunWriter
+
+    writer = RunWriter(tmp_path / "tb")
+    writer.hold(0, StepRecord(scalars={"loss/train": 3.0}))
+    assert not (tmp_path / "tb").exists()  # the first step does not wait for TensorBoard
+    writer.record(10, StepRecord(scalars={"loss/train": 2.0}))
+    writer.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(0, 3.0), (10, 2.0)]
+    # Held and never followed by a write: written when the run closes its writer.
+    alone = RunWriter(tmp_path / "alone")
+    alone.hold(0, StepRecord(scalars={"loss/train": 5.0}))
+    alone.close()
+    acc = EventAccumulator(str(tmp_path / "alone"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(0, 5.0)]
