@@ -183,12 +183,14 @@ class ParamStats:
         histograms, width = self._histograms, self.hist_bins + 1
 
         def finish(values: list[list[float]]) -> None:
-            counts = values[4] if histograms else []
-            self._file(g, prefixes, values[0], values[1],
-                       (values[2], values[3], [counts[r * width : (r + 1) * width]
-                                               for r in range(len(values[2]))])
-                       if histograms else None,
-                       (values[-2], values[-1]) if update else None)  # fmt: skip
+            hist = ratio = None
+            if histograms:  # lows, highs, and each row's slice of the flat counts
+                lows, highs, counts = values[2], values[3], values[4]
+                rows = [counts[r * width : (r + 1) * width] for r in range(len(lows))]
+                hist = (lows, highs, rows)
+            if update:
+                ratio = (values[-2], values[-1])
+            self._file(g, prefixes, values[0], values[1], hist, ratio)
 
         return finish
 

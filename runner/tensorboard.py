@@ -52,6 +52,10 @@ class RunWriter:
     def writer(self):
         """The SummaryWriter, made on first use: a run that logs nothing leaves no tb/, and
         one that logs pays TensorBoard's import (0.2 s) after its first step, not before."""
+        return self._open()
+
+    def _open(self):
+        """Make the SummaryWriter if there is none yet, and write what is held first."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -118,7 +122,7 @@ class RunWriter:
     def close(self) -> None:
         """Write what is held, flush and close the event file (if one was opened)."""
         if self._held:
-            self.writer  # noqa: B018 -- opening it writes what is held
+            self._open()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
