@@ -35,22 +35,24 @@ from runner.reductions import (
 
 @dataclass
 class Histogram:
-    """What `SummaryWriter.add_histogram_raw` needs for one tensor."""
+    """What TensorBoard's HistogramProto holds for one tensor (as `add_histogram_raw` takes it)."""
 
     min: float
     max: float
     num: int
     sum: float
     sum_squares: float
-    bucket_limits: list[float]
-    bucket_counts: list[float]
+    bucket_limits: np.ndarray  # float64 right edges of the bins
+    bucket_counts: np.ndarray  # float64 counts, one per bin
 
 
 @dataclass
 class Shipment:
     """Device tensors for the step's one host copy, and what turns their host values into
-    the step's numbers: `finish` gets one list of Python numbers per tensor of `pieces`,
-    then one float32 NumPy array per tensor of `whole` (float32 tensors copied as they are)."""
+    the step's numbers: `finish` gets one list of Python numbers per float (or bool) tensor
+    of `pieces` and one int64 NumPy array per int64 one (bin counts), in the order of
+    `pieces`, then one float32 NumPy array per tensor of `whole` (float32 tensors copied as
+    they are)."""
 
     pieces: list[torch.Tensor]
     finish: Callable[[list], None]
@@ -182,12 +184,11 @@ class ParamStats:
         """Files the host values of `_reduce`'s pieces under each tensor of the group."""
         histograms, width = self._histograms, self.hist_bins + 1
 
-        def finish(values: list[list[float]]) -> None:
+        def finish(values: list) -> None:
             hist = ratio = None
-            if histograms:  # lows, highs, and each row's slice of the flat counts
-                lows, highs, counts = values[2], values[3], values[4]
-                rows = [counts[r * width : (r + 1) * width] for r in range(len(lows))]
-                hist = (lows, highs, rows)
+            if histograms:  # lows, highs (lists), and the counts (flat int64 array)
+                lows, highs = values[2], values[3]
+                hist = _histogram_rows(lows, highs, values[4].reshape(len(lows), width))
             if update:
                 ratio = (values[-2], values[-1])
             self._file(g, prefixes, values[0], values[1], hist, ratio)
@@ -210,7 +211,7 @@ class ParamStats:
                 ratio = (np.square(new - old).sum(1).tolist(), np.square(old).sum(1).tolist())
             hist = None
             if histograms:
-                hist = (reduced[2].tolist(), reduced[3].tolist(), reduced[4].tolist())
+                hist = _histogram_rows(reduced[2].tolist(), reduced[3].tolist(), reduced[4])
             self._file(g, prefixes, reduced[0].tolist(), reduced[1].tolist(), hist, ratio)
 
         return finish
@@ -218,7 +219,8 @@ class ParamStats:
     def _file(self, g: int, prefixes: tuple[str, ...], sums: list, squares: list,
               hist: tuple | None, update: tuple | None) -> None:  # fmt: skip
         """Each row's host numbers under its (prefix, tensor): the rows are one section of
-        the group's k tensors per prefix; `update` holds the weights' section's numbers."""
+        the group's k tensors per prefix; `hist` is `_histogram_rows`' answer; `update`
+        holds the weights' section's numbers."""
         group = self._groups[g]
         for j, prefix in enumerate(prefixes):
             table = self._measured.setdefault(prefix, {})
@@ -226,7 +228,7 @@ class ParamStats:
                 row = j * len(group) + r
                 numbers = [sums[row], squares[row]]
                 if hist is not None:
-                    numbers += [hist[0][row], hist[1][row], hist[2][row]]
+                    numbers += [part[row] for part in hist]
                 if update is not None and prefix == "weights":
                     numbers += [update[0][r], update[1][r]]
                 table[i] = numbers
@@ -253,21 +255,29 @@ class ParamStats:
                         scalars_of[f"update_ratio/{name}"] = ratio
             if self._histograms:
                 for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
-                    histogram = _histogram(n, *m[:5])
+                    histogram = _histogram(n, *m[:7])
                     for name in names:
                         histograms_of[f"{prefix}/{name}"] = histogram
 
 
+def _histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) -> tuple:
+    """Per row of a group's `row_histograms` host numbers (lows, highs and the (rows,
+    bins + 1) int64 counts): (lows, highs, right edges, counts, total count). The edges of
+    a row are low + width * (k + 1), width = max(high - low, 1e-12) / bins, in float64;
+    its counts are float64, the max's column folded into the last bin."""
+    bins = counts.shape[1] - 1
+    low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
+    width = np.maximum(high - low, 1e-12) / bins
+    with np.errstate(invalid="ignore"):  # a NaN or infinite bound gives NaN edges, as it did
+        limits = low[:, None] + width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
+    return lows, highs, limits, fold_last_bin(counts), counts.sum(1).tolist()
+
+
 def _histogram(n: int, total: float, centred_squares: float, low: float, high: float,
-               counts: list[float]) -> Histogram:  # fmt: skip
+               limits: np.ndarray, counts: np.ndarray, num: int) -> Histogram:  # fmt: skip
     """A Histogram from one tensor's host numbers: its n values' sum and centred sum of
-    squares, min, max and `row_histograms` counts (bins + 1 of them)."""
-    bins = len(counts) - 1
-    width = max(high - low, 1e-12) / bins
-    limits = [low + width * (k + 1) for k in range(bins)]  # right edges
-    folded = fold_last_bin(counts)
-    return Histogram(low, high, int(sum(folded)), total, centred_squares + total * total / n,
-                     limits, folded)  # fmt: skip
+    squares, then its row of `_histogram_rows`."""
+    return Histogram(low, high, num, total, centred_squares + total * total / n, limits, counts)
 
 
 def sample_std(centred_squares: float, n: int) -> float:

@@ -237,13 +237,16 @@ class StepStats:
         host = torch.cat([*float_bits, *pad, *int_bits]).cpu().numpy()  # the rest reads it
         piece_length = length - sum(t.numel() for t in whole)
         flat = host[:piece_length].tolist()
-        if ints:
-            flat += host[length + length % 2 :].view(np.int64).tolist()
-        values: list[list] = [[] for _ in tensors]
+        values: list = [None] * len(tensors)
         at = 0
-        for i in floats + ints:
+        for i in floats:
             values[i] = flat[at : at + tensors[i].numel()]
             at += tensors[i].numel()
+        if ints:  # kept as NumPy (bin counts: they are written as arrays)
+            counts, at = host[length + length % 2 :].view(np.int64), 0
+            for i in ints:
+                values[i] = counts[at : at + tensors[i].numel()]
+                at += tensors[i].numel()
         arrays, at = [], piece_length
         for t in whole:  # views of the host copy: no conversion to Python numbers
             arrays.append(host[at : at + t.numel()])

@@ -1,0 +1,112 @@
+"""One logging step's TensorBoard `Summary`, serialized without protobuf's Python API.
+
+Filling a `Summary` field by field (`value.add()`, `extend` of every histogram's bucket
+lists) cost 340 us a step for a 4 x 256 MLP's 74 scalars and 20 histograms, each Python
+float converted on its own. The bytes of a tag's header are the same every step, so they
+are made once per tag; a step packs its numbers with NumPy (histogram buckets as raw
+little-endian doubles) and joins the pieces: 40 us. protobuf's own parser reads the
+result back (`RunWriter.record`), so a mistake here fails loudly instead of writing a bad
+file, and tests/test_summary_bytes.py holds the bytes equal to protobuf's serialization.
+
+The wire format (https://protobuf.dev/programming-guides/encoding/): each field is a key
+varint (field number << 3 | wire type) then its value: wire type 5 a 4-byte float, 1 an
+8-byte double, 2 a varint length then that many bytes (strings, sub-messages, packed
+repeated doubles). tensorboard/compat/proto/summary.proto gives the fields used here:
+Summary.value = 1; Value.tag = 1, .simple_value = 2 (float), .histo = 5;
+HistogramProto.min .. sum_squares = 1 .. 5 (doubles), .bucket_limit = 6, .bucket = 7
+(packed doubles).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+_HISTOGRAM_FIELDS = (b"\x09", b"\x11", b"\x19", b"\x21", b"\x29")  # min, max, num, sum, sum_squares
+_BUCKET_LIMIT, _BUCKET = b"\x32", b"\x3a"
+
+
+class HistogramNumbers(Protocol):
+    """What a histogram needs: runner.param_stats.Histogram has these."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    bucket_limits: np.ndarray  # float64 right edges
+    bucket_counts: np.ndarray  # float64 counts, one per edge
+
+
+def varint(n: int) -> bytes:
+    """`n` >= 0 as a protobuf varint: 7 bits a byte, least significant first, the high bit
+    set on every byte but the last."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(key: bytes, body: bytes) -> bytes:
+    return key + varint(len(body)) + body
+
+
+class SummaryEncoder:
+    """Serializes steps' scalars and histograms as one `Summary`, in the order given
+    (scalars first), the bytes protobuf's `SerializeToString` gives for that Summary built
+    field by field."""
+
+    def __init__(self) -> None:
+        self._scalar_heads: dict[str, bytes] = {}  # tag -> its Value's bytes up to the float
+        self._tags: dict[str, bytes] = {}  # tag -> Value.tag's field bytes
+
+    def _scalar_head(self, tag: str) -> bytes:
+        head = self._scalar_heads.get(tag)
+        if head is None:
+            tag_field = self._tag_field(tag)
+            # The Value: its tag field, then key 0x15 (field 2, 4-byte float) and the float.
+            head = b"\x0a" + varint(len(tag_field) + 5) + tag_field + b"\x15"
+            self._scalar_heads[tag] = head
+        return head
+
+    def _tag_field(self, tag: str) -> bytes:
+        field = self._tags.get(tag)
+        if field is None:
+            field = self._tags[tag] = _length_delimited(b"\x0a", tag.encode())
+        return field
+
+    def encode(self, scalars: Mapping[str, float],
+               histograms: Mapping[str, HistogramNumbers]) -> bytes:  # fmt: skip
+        """The serialized Summary: one Value per scalar (`simple_value`, rounded to float32
+        as protobuf rounds it: out of range gives an infinity), then one per histogram."""
+        pieces: list[bytes] = []
+        if scalars:
+            with np.errstate(over="ignore"):  # float32 overflow: inf, as protobuf stores it
+                floats = np.array(list(scalars.values()), dtype=np.float64).astype("<f4")
+            packed = floats.tobytes()
+            for k, tag in enumerate(scalars):
+                pieces += (self._scalar_head(tag), packed[4 * k : 4 * k + 4])
+        for tag, h in histograms.items():
+            numbers = struct.pack("<5d", h.min, h.max, float(h.num), h.sum, h.sum_squares)
+            fields = [key + numbers[8 * k : 8 * k + 8] for k, key in enumerate(_HISTOGRAM_FIELDS)
+                      if any(numbers[8 * k : 8 * k + 8])]  # fmt: skip  # zeros are left out
+            fields.append(_length_delimited(_BUCKET_LIMIT, _doubles(h.bucket_limits)))
+            fields.append(_length_delimited(_BUCKET, _doubles(h.bucket_counts)))
+            value = self._tag_field(tag) + _length_delimited(b"\x2a", b"".join(fields))
+            pieces.append(_length_delimited(b"\x0a", value))
+        return b"".join(pieces)
+
+
+def _doubles(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
+
+
+def event_bytes(summary: bytes) -> bytes:
+    """An `Event` holding only the serialized Summary (Event.summary is field 5): the writer
+    sets its step and wall time."""
+    return _length_delimited(b"\x2a", summary)
