@@ -19,13 +19,17 @@ HistogramProto.min .. sum_squares = 1 .. 5 (doubles), .bucket_limit = 6, .bucket
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
 
-_HISTOGRAM_FIELDS = (b"\x09", b"\x11", b"\x19", b"\x21", b"\x29")  # min, max, num, sum, sum_squares
+# HistogramProto's keys: min, max, num, sum, sum_squares (fields 1 to 5, doubles), then
+# bucket_limit and bucket (fields 6 and 7, packed doubles).
+_KEYS = (0x09, 0x11, 0x19, 0x21, 0x29)
+_FIVE_DOUBLES = struct.Struct("<" + "Bd" * 5)  # each key byte, then its double
 _BUCKET_LIMIT, _BUCKET = b"\x32", b"\x3a"
 
 
@@ -41,6 +45,7 @@ class HistogramNumbers(Protocol):
     bucket_counts: np.ndarray  # float64 counts, one per edge
 
 
+@functools.cache
 def varint(n: int) -> bytes:
     """`n` >= 0 as a protobuf varint: 7 bits a byte, least significant first, the high bit
     set on every byte but the last."""
@@ -62,17 +67,9 @@ class SummaryEncoder:
     field by field."""
 
     def __init__(self) -> None:
-        self._scalar_heads: dict[str, bytes] = {}  # tag -> its Value's bytes up to the float
         self._tags: dict[str, bytes] = {}  # tag -> Value.tag's field bytes
-
-    def _scalar_head(self, tag: str) -> bytes:
-        head = self._scalar_heads.get(tag)
-        if head is None:
-            tag_field = self._tag_field(tag)
-            # The Value: its tag field, then key 0x15 (field 2, 4-byte float) and the float.
-            head = b"\x0a" + varint(len(tag_field) + 5) + tag_field + b"\x15"
-            self._scalar_heads[tag] = head
-        return head
+        # The scalars' bytes for one sequence of tags, with each float's offset in them.
+        self._scalar_templates: dict[tuple[str, ...], tuple[bytes, np.ndarray]] = {}
 
     def _tag_field(self, tag: str) -> bytes:
         field = self._tags.get(tag)
@@ -80,25 +77,50 @@ class SummaryEncoder:
             field = self._tags[tag] = _length_delimited(b"\x0a", tag.encode())
         return field
 
+    def _scalar_template(self, tags: tuple[str, ...]) -> tuple[bytes, np.ndarray]:
+        """The Values of `tags` with zero floats, and the byte offsets of the floats."""
+        template = self._scalar_templates.get(tags)
+        if template is None:
+            pieces, offsets, at = [], [], 0
+            for tag in tags:
+                tag_field = self._tag_field(tag)
+                # Summary.value's key and length, the Value's tag, key 0x15 (field 2, float).
+                head = b"\x0a" + varint(len(tag_field) + 5) + tag_field + b"\x15"
+                pieces += (head, bytes(4))
+                offsets.append(at + len(head))
+                at += len(head) + 4
+            offsets = np.array(offsets)[:, None] + np.arange(4)  # each float's 4 bytes
+            template = self._scalar_templates[tags] = (b"".join(pieces), offsets)
+        return template
+
     def encode(self, scalars: Mapping[str, float],
                histograms: Mapping[str, HistogramNumbers]) -> bytes:  # fmt: skip
         """The serialized Summary: one Value per scalar (`simple_value`, rounded to float32
         as protobuf rounds it: out of range gives an infinity), then one per histogram."""
         pieces: list[bytes] = []
         if scalars:
+            template, offsets = self._scalar_template(tuple(scalars))
             with np.errstate(over="ignore"):  # float32 overflow: inf, as protobuf stores it
                 floats = np.array(list(scalars.values()), dtype=np.float64).astype("<f4")
-            packed = floats.tobytes()
-            for k, tag in enumerate(scalars):
-                pieces += (self._scalar_head(tag), packed[4 * k : 4 * k + 4])
+            out = np.frombuffer(template, dtype=np.uint8).copy()
+            out[offsets] = floats.view(np.uint8).reshape(-1, 4)
+            pieces.append(out.tobytes())
         for tag, h in histograms.items():
-            numbers = struct.pack("<5d", h.min, h.max, float(h.num), h.sum, h.sum_squares)
-            fields = [key + numbers[8 * k : 8 * k + 8] for k, key in enumerate(_HISTOGRAM_FIELDS)
-                      if any(numbers[8 * k : 8 * k + 8])]  # fmt: skip  # zeros are left out
-            fields.append(_length_delimited(_BUCKET_LIMIT, _doubles(h.bucket_limits)))
-            fields.append(_length_delimited(_BUCKET, _doubles(h.bucket_counts)))
-            value = self._tag_field(tag) + _length_delimited(b"\x2a", b"".join(fields))
-            pieces.append(_length_delimited(b"\x0a", value))
+            numbers = (h.min, h.max, float(h.num), h.sum, h.sum_squares)
+            if all(numbers):  # no zero among them (NaN is not): all five are written
+                low, high, num, total, squares = numbers
+                fields = _FIVE_DOUBLES.pack(
+                    0x09, low, 0x11, high, 0x19, num, 0x21, total, 0x29, squares
+                )
+            else:  # protobuf leaves a field that is 0.0 out (-0.0 has a bit set: it stays)
+                fields = b"".join(bytes([key]) + struct.pack("<d", x)
+                                  for key, x in zip(_KEYS, numbers, strict=True)
+                                  if struct.pack("<d", x) != bytes(8))  # fmt: skip
+            limits, counts = _doubles(h.bucket_limits), _doubles(h.bucket_counts)
+            body = b"".join((fields, _BUCKET_LIMIT, varint(len(limits)), limits,
+                             _BUCKET, varint(len(counts)), counts))  # fmt: skip
+            value = self._tag_field(tag) + b"\x2a" + varint(len(body)) + body
+            pieces += (b"\x0a", varint(len(value)), value)
         return b"".join(pieces)
 
 
