@@ -188,7 +188,7 @@ class ParamStats:
             hist = ratio = None
             if histograms:  # lows, highs (lists), and the counts (flat int64 array)
                 lows, highs = values[2], values[3]
-                hist = _histogram_rows(lows, highs, values[4].reshape(len(lows), width))
+                hist = (lows, highs, values[4].reshape(len(lows), width))
             if update:
                 ratio = (values[-2], values[-1])
             self._file(g, prefixes, values[0], values[1], hist, ratio)
@@ -211,7 +211,7 @@ class ParamStats:
                 ratio = (np.square(new - old).sum(1).tolist(), np.square(old).sum(1).tolist())
             hist = None
             if histograms:
-                hist = _histogram_rows(reduced[2].tolist(), reduced[3].tolist(), reduced[4])
+                hist = (reduced[2].tolist(), reduced[3].tolist(), reduced[4])
             self._file(g, prefixes, reduced[0].tolist(), reduced[1].tolist(), hist, ratio)
 
         return finish
@@ -219,8 +219,9 @@ class ParamStats:
     def _file(self, g: int, prefixes: tuple[str, ...], sums: list, squares: list,
               hist: tuple | None, update: tuple | None) -> None:  # fmt: skip
         """Each row's host numbers under its (prefix, tensor): the rows are one section of
-        the group's k tensors per prefix; `hist` is `_histogram_rows`' answer; `update`
-        holds the weights' section's numbers."""
+        the group's k tensors per prefix; `hist` holds the rows' (mins, maxes, counts), the
+        counts an int64 array (rows, bins + 1); `update` holds the weights' section's
+        numbers."""
         group = self._groups[g]
         for j, prefix in enumerate(prefixes):
             table = self._measured.setdefault(prefix, {})
@@ -253,31 +254,32 @@ class ParamStats:
                     ratio = math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12)
                     for name in names:
                         scalars_of[f"update_ratio/{name}"] = ratio
-            if self._histograms:
-                for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
-                    histogram = _histogram(n, *m[:7])
+            if self._histograms:  # edges and counts of all the tensors at once
+                lows, highs = [m[2] for m in measured], [m[3] for m in measured]
+                limits, counts, nums = _histogram_rows(
+                    lows, highs, np.stack([m[4] for m in measured])
+                )
+                for i, (n, m, (_, names)) in enumerate(
+                    zip(self._numels, measured, self.params, strict=True)
+                ):
+                    s, q = m[0], m[1]
+                    histogram = Histogram(lows[i], highs[i], nums[i], s, q + s * s / n,
+                                          limits[i], counts[i])  # fmt: skip
                     for name in names:
                         histograms_of[f"{prefix}/{name}"] = histogram
 
 
 def _histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) -> tuple:
-    """Per row of a group's `row_histograms` host numbers (lows, highs and the (rows,
-    bins + 1) int64 counts): (lows, highs, right edges, counts, total count). The edges of
-    a row are low + width * (k + 1), width = max(high - low, 1e-12) / bins, in float64;
-    its counts are float64, the max's column folded into the last bin."""
+    """Histograms' edges and counts from `row_histograms`' host numbers (per row: min, max
+    and bins + 1 int64 counts): (right edges, counts, total counts). A row's edges are
+    low + width * (k + 1), width = max(high - low, 1e-12) / bins, in float64; its counts
+    are float64, the max's column folded into the last bin."""
     bins = counts.shape[1] - 1
     low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
     width = np.maximum(high - low, 1e-12) / bins
     with np.errstate(invalid="ignore"):  # a NaN or infinite bound gives NaN edges, as it did
         limits = low[:, None] + width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
-    return lows, highs, limits, fold_last_bin(counts), counts.sum(1).tolist()
-
-
-def _histogram(n: int, total: float, centred_squares: float, low: float, high: float,
-               limits: np.ndarray, counts: np.ndarray, num: int) -> Histogram:  # fmt: skip
-    """A Histogram from one tensor's host numbers: its n values' sum and centred sum of
-    squares, then its row of `_histogram_rows`."""
-    return Histogram(low, high, num, total, centred_squares + total * total / n, limits, counts)
+    return limits, fold_last_bin(counts), counts.sum(1).tolist()
 
 
 def sample_std(centred_squares: float, n: int) -> float:

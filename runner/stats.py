@@ -259,5 +259,5 @@ class StepStats:
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:
     """`t` flattened as float32 (bool and bfloat16 convert exactly)."""
-    flat = t.reshape(-1)
+    flat = t if t.dim() == 1 else t.reshape(-1)  # most pieces are (rows,): no reshape op
     return flat if flat.dtype == torch.float32 else flat.float()
