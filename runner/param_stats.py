@@ -239,11 +239,11 @@ class ParamStats:
         """Write the measured numbers as tags, in model order, each tensor under every name:
         `{grads,weights}_norm/<name>`, `..._std/<name>`, `update_ratio/<name>`, and the
         histograms `grads/<name>`, `weights/<name>`."""
-        for prefix, table in self._measured.items():
-            measured = [table[i] for i in range(len(self.params))]
-            entries = zip(self._numels, measured, self.params, strict=True)
+        tables = {prefix: [table[i] for i in range(len(self.params))]
+                  for prefix, table in self._measured.items()}  # fmt: skip
+        for prefix, measured in tables.items():
             if scalars:
-                for n, m, (_, names) in entries:
+                for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
                     s, q = m[0], m[1]
                     norm, std = math.sqrt(q + s * s / n), sample_std(q, n)
                     for name in names:
@@ -254,19 +254,24 @@ class ParamStats:
                     ratio = math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12)
                     for name in names:
                         scalars_of[f"update_ratio/{name}"] = ratio
-            if self._histograms:  # edges and counts of all the tensors at once
-                lows, highs = [m[2] for m in measured], [m[3] for m in measured]
-                limits, counts, nums = _histogram_rows(
-                    lows, highs, np.stack([m[4] for m in measured])
-                )
-                for i, (n, m, (_, names)) in enumerate(
-                    zip(self._numels, measured, self.params, strict=True)
-                ):
-                    s, q = m[0], m[1]
-                    histogram = Histogram(lows[i], highs[i], nums[i], s, q + s * s / n,
-                                          limits[i], counts[i])  # fmt: skip
-                    for name in names:
-                        histograms_of[f"{prefix}/{name}"] = histogram
+        if self._histograms:
+            self._emit_histograms(tables, histograms_of)
+
+    def _emit_histograms(self, tables: dict[str, list[list]],
+                         histograms_of: dict[str, Histogram]) -> None:  # fmt: skip
+        """The histograms of every (prefix, tensor), their edges and counts made at once."""
+        rows = [m for measured in tables.values() for m in measured]
+        lows, highs = [m[2] for m in rows], [m[3] for m in rows]
+        limits, counts, nums = _histogram_rows(lows, highs, np.stack([m[4] for m in rows]))
+        at = 0
+        for prefix, measured in tables.items():
+            for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
+                s, q = m[0], m[1]
+                histogram = Histogram(lows[at], highs[at], nums[at], s, q + s * s / n,
+                                      limits[at], counts[at])  # fmt: skip
+                for name in names:
+                    histograms_of[f"{prefix}/{name}"] = histogram
+                at += 1
 
 
 def _histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) -> tuple:
@@ -277,8 +282,12 @@ def _histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) -
     bins = counts.shape[1] - 1
     low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
     width = np.maximum(high - low, 1e-12) / bins
-    with np.errstate(invalid="ignore"):  # a NaN or infinite bound gives NaN edges, as it did
-        limits = low[:, None] + width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
+    steps = width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
+    if np.isfinite(width).all():
+        limits = low[:, None] + steps
+    else:  # a NaN or infinite bound: NaN edges (-inf + inf), without NumPy's warning
+        with np.errstate(invalid="ignore"):
+            limits = low[:, None] + steps
     return limits, fold_last_bin(counts), counts.sum(1).tolist()
 
 
