@@ -159,11 +159,16 @@ class StepStats:
             self._shipped.append(Shipment([], finish_on_host, [rows]))
             return
         pieces = [*row_moments(rows, self._workspace)]
+        counted = list(range(len(entries)))  # the rows whose dead units are counted
         if rectifiers:
-            pieces.append(dead_units(rows, batch))
+            picked, counted = _rectifier_rows(rows, [e.rectifier for e in entries])
+            pieces.append(dead_units(picked, batch))
 
         def finish(values: list[list[float]]) -> None:
-            self._file_outputs(entries, n, values[0], values[1], values[2] if rectifiers else [])
+            dead = [0.0] * len(entries)
+            for row, value in zip(counted, values[2] if rectifiers else [], strict=False):
+                dead[row] = value
+            self._file_outputs(entries, n, values[0], values[1], dead)
 
         self._shipped.append(Shipment(pieces, finish))
 
@@ -255,6 +260,17 @@ class StepStats:
             taken, values = values[: len(shipment.pieces)], values[len(shipment.pieces) :]
             given, arrays = arrays[: len(shipment.whole)], arrays[len(shipment.whole) :]
             shipment.finish(taken + given)
+
+
+def _rectifier_rows(rows: torch.Tensor, rectifier: list[bool]) -> tuple[torch.Tensor, list[int]]:
+    """The rows of rectifier outputs as a view of `rows` (with their indices) when they are
+    evenly spaced (a ReLU after each Linear: every other row), else all rows: counting dead
+    units in the other outputs too costs less than copying the rectifiers' rows out."""
+    picked = [r for r, is_rectifier in enumerate(rectifier) if is_rectifier]
+    step = picked[1] - picked[0] if len(picked) > 1 else 1
+    if all(b - a == step for a, b in zip(picked, picked[1:], strict=False)):
+        return rows[picked[0] :: step][: len(picked)], picked
+    return rows, list(range(len(rectifier)))
 
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:

@@ -143,3 +143,36 @@ def test_held_statistics_open_no_writer_and_come_first_in_the_event_file(tmp_pat
     acc = EventAccumulator(str(tmp_path / "alone"))
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(0, 5.0)]
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [["linear", "relu", "linear", "relu"],  # rectifiers evenly spaced: counted on a view
+     ["linear", "relu", "relu6", "linear", "relu"]],  # unevenly: counted on every row
+)  # fmt: skip
+def test_dead_units_of_outputs_reduced_on_the_device_are_each_rectifiers_own(kinds):
+    # 64 x 200 outputs: above TINY_LIMIT, so they are reduced on the device, not the host.
+    torch.manual_seed(0)
+    make = {"linear": lambda: torch.nn.Linear(200, 200), "relu": torch.nn.ReLU,
+            "relu6": torch.nn.ReLU6}  # fmt: skip
+    net = torch.nn.Sequential(*[make[kind]() for kind in kinds])
+    with torch.no_grad():
+        net[0].bias[:30] -= 100.0  # units 0-29 never on after the first ReLU
+    x = torch.randn(64, 200)
+    outputs = []
+    handles = [m.register_forward_hook(lambda m, a, o: outputs.append(o.detach().clone()))
+               for m in net]  # fmt: skip
+    stats = StepStats(net, hist_bins=8)
+    stats.start(activations=True)
+    net(x).sum().backward()
+    for handle in handles:
+        handle.remove()
+    stats.before_update(scalars=True, histograms=False)
+    s = stats.finish(scalars=True, histograms=False, extra={}).scalars
+    for i, kind in enumerate(kinds):
+        if kind == "linear":
+            assert f"dead_relu/{i}" not in s
+        else:
+            dead = (outputs[i] <= 0).all(dim=0).sum().item() / 200  # units never on
+            assert s[f"dead_relu/{i}"] == dead
+    assert s["dead_relu/1"] >= 30 / 200
