@@ -24,7 +24,6 @@ from runner.reductions import (
     TINY_LIMIT,
     Workspace,
     fold_last_bin,
-    host_rows,
     row_histograms,
     row_moments,
     row_squares,
@@ -52,11 +51,15 @@ class Shipment:
     the step's numbers: `finish` gets one list of Python numbers per float (or bool) tensor
     of `pieces` and one int64 NumPy array per int64 one (bin counts), in the order of
     `pieces`, then one float32 NumPy array per tensor of `whole` (float32 tensors copied as
-    they are)."""
+    they are). With `host_rows`, whole[0] is a (rows, n) tensor that the host reduces with
+    every other shipment's such rows in one `host_segments` call: finish gets its rows' part
+    of the answer last (with `host_bins`, histograms of that many bins too)."""
 
     pieces: list[torch.Tensor]
     finish: Callable[[list], None]
     whole: list[torch.Tensor] = field(default_factory=list)
+    host_rows: bool = False
+    host_bins: int | None = None
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
@@ -169,7 +172,8 @@ class ParamStats:
         before = self._snapshots[g] if update else None
         if rows.numel() <= TINY_LIMIT:
             whole = [rows] if before is None else [rows, before]  # weights: the last k rows
-            return Shipment([], self._host_finisher(g, prefixes, update), whole)
+            bins = self.hist_bins if self._histograms else None
+            return Shipment([], self._host_finisher(g, prefixes, update), whole, True, bins)
         workspace = self._workspace
         pieces = [*row_moments(rows, workspace)]
         if self._histograms:
@@ -196,17 +200,16 @@ class ParamStats:
         return finish
 
     def _host_finisher(self, g: int, prefixes: tuple[str, ...], update: bool) -> Callable:
-        """Reduces a tiny group's rows (and for the update, its new weights and snapshot) on
-        the host, then files them as `_finisher` does."""
-        histograms, bins = self._histograms, self.hist_bins
+        """Files a tiny group's rows as reduced on the host (`host_segments`) as `_finisher`
+        does, with the update ratio from its new weights and snapshot."""
+        histograms = self._histograms
         k, n = len(self._groups[g]), self._numels[self._groups[g][0]]
 
         def finish(values: list[np.ndarray]) -> None:
-            rows = values[0].reshape(-1, n)
-            reduced = host_rows(rows, bins if histograms else None)
+            reduced = values[-1]
             ratio = None
             if update:
-                new = rows[-k:].astype(np.float64)
+                new = values[0].reshape(-1, n)[-k:].astype(np.float64)
                 old = values[1].reshape(k, n).astype(np.float64)
                 ratio = (np.square(new - old).sum(1).tolist(), np.square(old).sum(1).tolist())
             hist = None

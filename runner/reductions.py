@@ -6,7 +6,8 @@ shape (each below STACK_LIMIT values) are stacked into the rows of one matrix an
 reduction is one op per group of rows: a 4 x 256 MLP's 10 parameters make 5 groups, its 9
 layer outputs 2. Results stay on the device; the host finishes them (means, stds, norms)
 after the step's one copy (runner/stats.py). A group of at most TINY_LIMIT values rides
-whole in that copy instead, and `host_rows` reduces it on the host by the same rules.
+whole in that copy instead, and `host_segments` reduces all of them on the host at once
+(NumPy, by the same rules).
 
 Per row x of n values, `row_moments` gives s = sum(x) and the centred sum of squares
 q = sum((x - s/n)^2), both cascade sums (float32 rounding even at millions of values,
@@ -28,7 +29,7 @@ import torch
 # stacking copy would cost memory.
 STACK_LIMIT = 1 << 20
 # Groups of at most this many values are copied to the host whole (inside the step's one
-# copy) and reduced there by `host_rows`: a bias or a norm layer's weight costs a dozen
+# copy) and reduced there by `host_segments`: a bias or a norm layer's weight costs a dozen
 # device ops of fixed cost otherwise, more than the NumPy arithmetic on its values.
 TINY_LIMIT = 1 << 13
 
@@ -201,24 +202,36 @@ def dead_units(rows: torch.Tensor, batch: int) -> torch.Tensor:
 
 def host_rows(rows: np.ndarray, bins: int | None) -> list[np.ndarray]:
     """What `row_moments` and `row_histograms` give for the rows of a (g, n) float32 array
-    on the host: per row the sum and the centred sum of squares (in float64), and with
-    `bins` the min, max and (g, bins + 1) counts, binned as `cpu_counts` bins (float32
-    scale and offsets, NaN and infinities to the first bin)."""
+    on the host: `host_segments` with each row a segment."""
+    g, n = rows.shape
+    return host_segments(rows.reshape(-1), np.full(g, n), bins)
+
+
+def host_segments(values: np.ndarray, lengths: np.ndarray, bins: int | None) -> list[np.ndarray]:
+    """Per segment of a flat float32 array (consecutive runs of `lengths` values, each at
+    least one): the sum and the centred sum of squares (in float64), and with `bins` the
+    min, max and (segments, bins + 1) counts, binned as `cpu_counts` bins (float32 scale and
+    offsets, NaN and infinities to the first bin). One set of NumPy ops for all segments:
+    the step's tiny tensors of every shape are reduced together."""
+    segments = len(lengths)
+    starts = np.zeros(segments, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
     with np.errstate(all="ignore"):  # NaN and inf give NaN and inf, as on the device
-        x = rows.astype(np.float64)
-        sums = x.sum(1)
-        squares = np.square(x - (sums / rows.shape[1])[:, None]).sum(1)
+        x = values.astype(np.float64)
+        sums = np.add.reduceat(x, starts)
+        x -= np.repeat(sums / lengths, lengths)
+        squares = np.add.reduceat(np.square(x, out=x), starts)
         if bins is None:
             return [sums, squares]
-        lows, highs = rows.min(1), rows.max(1)  # a NaN propagates, as amin and amax do
+        lows = np.minimum.reduceat(values, starts)  # a NaN propagates, as amin's does
+        highs = np.maximum.reduceat(values, starts)
         scales = np.where(lows < highs, np.float32(bins) / (highs - lows), np.float32(0.0))
-        scaled = (rows - lows[:, None]) * scales[:, None]
+        scaled = (values - np.repeat(lows, lengths)) * np.repeat(scales, lengths)
     if not (np.isfinite(lows).all() and np.isfinite(highs).all()):  # a NaN or an infinity
         scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, bins)
-    g = rows.shape[0]
     index = scaled.astype(np.int64)  # in [0, bins]: truncation gives the bin
-    index += np.arange(0, g * (bins + 1), bins + 1)[:, None]
-    counts = np.bincount(index.reshape(-1), minlength=g * (bins + 1)).reshape(g, bins + 1)
+    index += np.repeat(np.arange(0, segments * (bins + 1), bins + 1), lengths)
+    counts = np.bincount(index, minlength=segments * (bins + 1)).reshape(segments, bins + 1)
     return [sums, squares, lows, highs, counts]
 
 

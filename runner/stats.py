@@ -15,7 +15,7 @@ have the same tags.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,7 @@ from runner.reductions import (
     Workspace,
     dead_units,
     host_dead_units,
-    host_rows,
+    host_segments,
     row_moments,
     stacked,
 )
@@ -150,13 +150,13 @@ class StepStats:
         if rows.numel() <= TINY_LIMIT:
 
             def finish_on_host(values: list) -> None:
+                sums, squares = values[-1][0], values[-1][1]
                 host = values[0].reshape(len(entries), n)
-                sums, squares = host_rows(host, None)
                 dead = host_dead_units(host, batch).tolist() if rectifiers else []
                 self._file_outputs(entries, n, sums.tolist(), squares.tolist(), dead)
 
             # `rows` is the stash's buffer: it holds until the next forward pass, after the copy.
-            self._shipped.append(Shipment([], finish_on_host, [rows]))
+            self._shipped.append(Shipment([], finish_on_host, [rows], host_rows=True))
             return
         pieces = [*row_moments(rows, self._workspace)]
         counted = list(range(len(entries)))  # the rows whose dead units are counted
@@ -227,8 +227,12 @@ class StepStats:
     def _to_host(self) -> None:
         if not self._shipped:
             return
-        tensors = [t for shipment in self._shipped for t in shipment.pieces]
-        whole = [t for shipment in self._shipped for t in shipment.whole]
+        shipped = self._shipped
+        tensors = [t for shipment in shipped for t in shipment.pieces]
+        # The whole tensors: the rows the host reduces first (one run of segments), then
+        # the rest, in shipment order.
+        reduced_rows = [s.whole[0] for s in shipped if s.host_rows]
+        whole = reduced_rows + [t for s in shipped for t in s.whole[1 if s.host_rows else 0 :]]
         # The one device-to-host copy of the step, as float32: the float pieces, the whole
         # tensors, then the int64 pieces (bin counts: exact past 2^24) as their bits, two
         # float32 per value, read back as int64 on the host. One dtype keeps the cat a plain
@@ -256,10 +260,30 @@ class StepStats:
         for t in whole:  # views of the host copy: no conversion to Python numbers
             arrays.append(host[at : at + t.numel()])
             at += t.numel()
-        for shipment in self._shipped:
+        ends = piece_length + sum(t.numel() for t in reduced_rows)
+        reduced = self._reduce_on_host(host[piece_length:ends], reduced_rows)
+        firsts, rest = iter(arrays[: len(reduced_rows)]), iter(arrays[len(reduced_rows) :])
+        for shipment in shipped:
             taken, values = values[: len(shipment.pieces)], values[len(shipment.pieces) :]
-            given, arrays = arrays[: len(shipment.whole)], arrays[len(shipment.whole) :]
+            if shipment.host_rows:
+                given = [next(firsts), *(next(rest) for _ in shipment.whole[1:]), next(reduced)]
+            else:
+                given = [next(rest) for _ in shipment.whole]
             shipment.finish(taken + given)
+
+    def _reduce_on_host(self, values: np.ndarray, rows: list[torch.Tensor]) -> Iterator[list]:
+        """`host_segments` of every row of the shipments' host-reduced tensors `rows` (their
+        host copies, adjacent: `values`) in one call; yields each tensor's part of the
+        answer, in order."""
+        if not rows:
+            return
+        bins = max((s.host_bins for s in self._shipped if s.host_bins), default=None)
+        counts = [t.shape[0] for t in rows]
+        lengths = np.repeat([t.shape[1] for t in rows], counts)
+        answer, end = host_segments(values, lengths, bins), 0
+        for k in counts:
+            yield [part[end : end + k] for part in answer]
+            end += k
 
 
 def _rectifier_rows(rows: torch.Tensor, rectifier: list[bool]) -> tuple[torch.Tensor, list[int]]:

@@ -18,6 +18,7 @@ from runner.reductions import (
     fold_last_bin,
     host_dead_units,
     host_rows,
+    host_segments,
     row_histograms,
     row_moments,
     row_squares,
@@ -110,6 +111,22 @@ def test_a_tiny_group_reduced_on_the_host_gives_the_device_numbers(bad):
     np.testing.assert_array_equal(host_rows(rows.numpy(), None)[1], squares)
     if bad == "constant":
         assert squares[3] == 0.0
+
+
+def test_segments_of_several_lengths_reduce_as_each_alone():
+    # A step's tiny tensors of all shapes are reduced in one host_segments call: each run
+    # of values gets what host_rows gives it on its own, NaN and constant runs included.
+    g = np.random.default_rng(5)
+    runs = [g.normal(size=1).astype(np.float32), g.normal(3.0, 0.01, 300).astype(np.float32),
+            np.full(7, 0.5, dtype=np.float32), g.normal(size=64).astype(np.float32)]  # fmt: skip
+    runs[3][9] = np.nan
+    lengths = np.array([len(run) for run in runs])
+    for bins in (None, 1, 16):
+        together = host_segments(np.concatenate(runs), lengths, bins)
+        for k, run in enumerate(runs):
+            alone = host_rows(run[None, :], bins)
+            for part, answer in zip(together, alone, strict=True):
+                np.testing.assert_allclose(part[k], answer[0], rtol=1e-15)
 
 
 def test_dead_units_on_the_host_equal_the_devices():
