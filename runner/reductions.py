@@ -90,9 +90,17 @@ def stacked(tensors: Sequence[torch.Tensor], workspace: Workspace | None = None,
         out = workspace.take("rows", shape, torch.float32, flats[0].device)
     if out is None:
         return torch.stack(flats).float()
-    if flats[0].dtype != out.dtype:
-        return out.copy_(torch.stack(flats))
-    return torch.stack(flats, out=out)
+    if out.numel() <= TINY_LIMIT:  # one op beats k of them
+        return (
+            out.copy_(torch.stack(flats))
+            if flats[0].dtype != out.dtype
+            else torch.stack(flats, out=out)
+        )
+    # Row by row: copy_ converts and runs on every thread, where stack (cat) copies on one:
+    # three 256 x 256 gradients fresh from backward took 51 us by rows and 172 us stacked.
+    for row, flat in zip(out, flats, strict=True):
+        row.copy_(flat)
+    return out
 
 
 def row_moments(rows: torch.Tensor, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
