@@ -38,25 +38,28 @@ def run_loop(
     checkpoint, at the end); a held signal ends the loop after `checkpoint(step)` with
     KeyboardInterrupt or faults.Terminated. `setup.done_step` is the last step run."""
     bar = _bar(setup.steps, setup.start_step) if setup.progress == "bar" else None
+    logs = cfg.log.every or cfg.log.hist_every
+    stats = StepStats(setup.model, cfg.log.hist_bins) if logs else None
     try:
         with StepBoundary() as signals:
-            _steps(cfg, setup, writer, checkpoint, signals, bar)
+            _steps(cfg, setup, writer, checkpoint, signals, bar, stats)
             setup.watch.verify(setup.done_step)  # the one read a run without logging makes
             if signals.pending is not None:  # a signal during that check: the step is whole
                 checkpoint(setup.done_step)
     finally:
         if bar is not None:
             bar.close()
+        if stats is not None:
+            stats.unhook()  # the model leaves the loop as it came: no hooks
 
 
 def _steps(cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callable[[int], None],
-           signals: StepBoundary, bar: Any) -> None:  # fmt: skip
+           signals: StepBoundary, bar: Any, stats: StepStats | None) -> None:  # fmt: skip
     model, data, optimizer, watch = setup.model, setup.data, setup.optimizer, setup.watch
     batch, steps = cfg.train.batch_size, setup.steps
     every, hist_every = cfg.log.every, cfg.log.hist_every
     val_every, clip = cfg.train.val_every, cfg.train.get("grad_clip")
     checkpoint_every, first = cfg.train.get("checkpoint_every", 0), setup.start_step + 1
-    stats = StepStats(model, cfg.log.hist_bins) if (every or hist_every) else None
     per_epoch = data.n_train // batch
     progress = setup.progress
     line_every = max(1, steps // 10)
@@ -76,6 +79,8 @@ def _steps(cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callabl
         logs = scalars or histograms  # stats exists whenever either interval is non-zero
         if logs:
             stats.start(activations=scalars)
+        elif stats is not None:
+            stats.unhook()  # hooks only on steps that log
         loss = setup.forward(x, y, setup.loss_fn, hooked=scalars)  # activations: hooks, eager
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -100,33 +100,49 @@ class StepStats:
         self._workspace = Workspace()
         self._params = ParamStats(model, hist_bins, self._workspace)
         self._stash = _OutputStash()
+        self._places: dict[int, list[str]] = {}  # module -> its paths, in call order
+        for path, module in self.layers:
+            self._places.setdefault(id(module), []).append(path)
+        self._calls: dict[int, int] = {}  # module -> its calls so far in this forward pass
+        self._handles: list = []
+        self._armed = False  # the hooks record this forward pass
         self._reset()
 
     def _reset(self) -> None:
         self._shipped: list[Shipment] = []
         self._record = StepRecord()  # filled by the shipments' finishers
-        self._handles: list = []
         self._params.reset()
 
     def start(self, activations: bool) -> None:
-        """Hook every layer's forward pass for this step only."""
+        """Hook every layer's forward pass for this step. The hooks are registered on the
+        first such step and kept while the next steps measure activations too (a run logging
+        every step registers them once); `unhook` removes them, and a step that does not
+        measure activations calls it."""
         if not activations:
+            self.unhook()
             return
-        places: dict[int, list[str]] = {}
-        for path, module in self.layers:
-            places.setdefault(id(module), []).append(path)
-        calls: dict[int, int] = {}
+        if not self._handles:
+            unique = {id(m): m for _, m in self.layers}.values()
+            self._handles = [m.register_forward_hook(self._hook) for m in unique]
+        self._calls.clear()
+        self._armed = True
 
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-                return
-            index = calls.get(id(module), 0)
-            calls[id(module)] = index + 1
-            where = places[id(module)]
-            self._add_output(where[min(index, len(where) - 1)], module, output)
+    def unhook(self) -> None:
+        """Remove the layer hooks (the loop calls it on steps that do not log, and at its end)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._armed = False
 
-        unique = {id(m): m for _, m in self.layers}.values()
-        self._handles = [m.register_forward_hook(hook) for m in unique]
+    def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if not self._armed or not isinstance(output, torch.Tensor):
+            return
+        if not output.is_floating_point():
+            return
+        index = self._calls.get(id(module), 0)
+        self._calls[id(module)] = index + 1
+        where = self._places[id(module)]
+        self._add_output(where[min(index, len(where) - 1)], module, output)
 
     def add_calls(self, calls: list[LayerCall]) -> None:
         """Activation statistics of layer calls recorded elsewhere (the probe at step 0)."""
@@ -189,9 +205,7 @@ class StepStats:
     def before_update(self, scalars: bool, histograms: bool) -> None:
         """After backward: the layer outputs' and the gradients' statistics (big groups
         reduced now, small ones copied for `finish`); snapshot weights for ‖Δw‖."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self._armed = False  # the forward pass is over: hooks stay for the next step
         self._reduce_stash()
         with torch.no_grad():
             self._shipped += self._params.take_grads(histograms)
