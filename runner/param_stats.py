@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from runner.host_copy import Shipment
 from runner.reductions import (
     STACK_LIMIT,
     TINY_LIMIT,
@@ -43,23 +44,6 @@ class Histogram:
     sum_squares: float
     bucket_limits: np.ndarray  # float64 right edges of the bins
     bucket_counts: np.ndarray  # float64 counts, one per bin
-
-
-@dataclass
-class Shipment:
-    """Device tensors for the step's one host copy, and what turns their host values into
-    the step's numbers: `finish` gets one list of Python numbers per float (or bool) tensor
-    of `pieces` and one int64 NumPy array per int64 one (bin counts), in the order of
-    `pieces`, then one float32 NumPy array per tensor of `whole` (float32 tensors copied as
-    they are). With `host_rows`, whole[0] is a (rows, n) tensor that the host reduces with
-    every other shipment's such rows in one `host_segments` call: finish gets its rows' part
-    of the answer last (with `host_bins`, histograms of that many bins too)."""
-
-    pieces: list[torch.Tensor]
-    finish: Callable[[list], None]
-    whole: list[torch.Tensor] = field(default_factory=list)
-    host_rows: bool = False
-    host_bins: int | None = None
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:

@@ -15,14 +15,14 @@ have the same tags.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
-from runner.param_stats import Histogram, ParamStats, Shipment, sample_std
+from runner.host_copy import Shipment, ship_to_host
+from runner.param_stats import Histogram, ParamStats, sample_std
 from runner.probe import LayerCall, layer_paths
 from runner.reductions import (
     STACK_LIMIT,
@@ -30,7 +30,6 @@ from runner.reductions import (
     Workspace,
     dead_units,
     host_dead_units,
-    host_segments,
     row_moments,
     stacked,
 )
@@ -226,7 +225,7 @@ class StepStats:
                 self._shipped.append(
                     Shipment([value.detach().reshape(1)], self._scalar_finisher(tag))
                 )
-        self._to_host()
+        ship_to_host(self._shipped)
         record = self._record
         self._params.emit(scalars, record.scalars, record.histograms)
         self._reset()
@@ -238,67 +237,6 @@ class StepStats:
 
         return finish
 
-    def _to_host(self) -> None:
-        if not self._shipped:
-            return
-        shipped = self._shipped
-        tensors = [t for shipment in shipped for t in shipment.pieces]
-        # The whole tensors: the rows the host reduces first (one run of segments), then
-        # the rest, in shipment order.
-        reduced_rows = [s.whole[0] for s in shipped if s.host_rows]
-        whole = reduced_rows + [t for s in shipped for t in s.whole[1 if s.host_rows else 0 :]]
-        # The one device-to-host copy of the step, as float32: the float pieces, the whole
-        # tensors, then the int64 pieces (bin counts: exact past 2^24) as their bits, two
-        # float32 per value, read back as int64 on the host. One dtype keeps the cat a plain
-        # copy (a mixed-dtype cat took 0.4 ms a step).
-        floats = [i for i, t in enumerate(tensors) if t.dtype != torch.int64]
-        ints = [i for i, t in enumerate(tensors) if t.dtype == torch.int64]
-        float_bits = [_as_float32(tensors[i]) for i in floats] + [t.reshape(-1) for t in whole]
-        length = sum(t.numel() for t in float_bits)
-        pad = [float_bits[0].new_zeros(length % 2)] if float_bits else []  # int64 alignment
-        int_bits = [tensors[i].reshape(-1).view(torch.float32) for i in ints]
-        host = torch.cat([*float_bits, *pad, *int_bits]).cpu().numpy()  # the rest reads it
-        piece_length = length - sum(t.numel() for t in whole)
-        flat = host[:piece_length].tolist()
-        values: list = [None] * len(tensors)
-        at = 0
-        for i in floats:
-            values[i] = flat[at : at + tensors[i].numel()]
-            at += tensors[i].numel()
-        if ints:  # kept as NumPy (bin counts: they are written as arrays)
-            counts, at = host[length + length % 2 :].view(np.int64), 0
-            for i in ints:
-                values[i] = counts[at : at + tensors[i].numel()]
-                at += tensors[i].numel()
-        arrays, at = [], piece_length
-        for t in whole:  # views of the host copy: no conversion to Python numbers
-            arrays.append(host[at : at + t.numel()])
-            at += t.numel()
-        ends = piece_length + sum(t.numel() for t in reduced_rows)
-        reduced = self._reduce_on_host(host[piece_length:ends], reduced_rows)
-        firsts, rest = iter(arrays[: len(reduced_rows)]), iter(arrays[len(reduced_rows) :])
-        for shipment in shipped:
-            taken, values = values[: len(shipment.pieces)], values[len(shipment.pieces) :]
-            if shipment.host_rows:
-                given = [next(firsts), *(next(rest) for _ in shipment.whole[1:]), next(reduced)]
-            else:
-                given = [next(rest) for _ in shipment.whole]
-            shipment.finish(taken + given)
-
-    def _reduce_on_host(self, values: np.ndarray, rows: list[torch.Tensor]) -> Iterator[list]:
-        """`host_segments` of every row of the shipments' host-reduced tensors `rows` (their
-        host copies, adjacent: `values`) in one call; yields each tensor's part of the
-        answer, in order."""
-        if not rows:
-            return
-        bins = max((s.host_bins for s in self._shipped if s.host_bins), default=None)
-        counts = [t.shape[0] for t in rows]
-        lengths = np.repeat([t.shape[1] for t in rows], counts)
-        answer, end = host_segments(values, lengths, bins), 0
-        for k in counts:
-            yield [part[end : end + k] for part in answer]
-            end += k
-
 
 def _rectifier_rows(rows: torch.Tensor, rectifier: list[bool]) -> tuple[torch.Tensor, list[int]]:
     """The rows of rectifier outputs as a view of `rows` (with their indices) when they are
@@ -309,9 +247,3 @@ def _rectifier_rows(rows: torch.Tensor, rectifier: list[bool]) -> tuple[torch.Te
     if all(b - a == step for a, b in zip(picked, picked[1:], strict=False)):
         return rows[picked[0] :: step][: len(picked)], picked
     return rows, list(range(len(rectifier)))
-
-
-def _as_float32(t: torch.Tensor) -> torch.Tensor:
-    """`t` flattened as float32 (bool and bfloat16 convert exactly)."""
-    flat = t if t.dim() == 1 else t.reshape(-1)  # most pieces are (rows,): no reshape op
-    return flat if flat.dtype == torch.float32 else flat.float()

@@ -45,7 +45,7 @@ class HistogramNumbers(Protocol):
     bucket_counts: np.ndarray  # float64 counts, one per edge
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # lengths repeat from step to step
 def varint(n: int) -> bytes:
     """`n` >= 0 as a protobuf varint: 7 bits a byte, least significant first, the high bit
     set on every byte but the last."""
