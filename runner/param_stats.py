@@ -157,7 +157,8 @@ class ParamStats:
         if rows.numel() <= TINY_LIMIT:
             whole = [rows] if before is None else [rows, before]  # weights: the last k rows
             bins = self.hist_bins if self._histograms else None
-            return Shipment([], self._host_finisher(g, prefixes, update), whole, True, bins)
+            finish = self._host_finisher(g, prefixes, update)
+            return Shipment([], finish, whole, host_rows=True, host_bins=bins)
         workspace = self._workspace
         pieces = [*row_moments(rows, workspace)]
         if self._histograms:

@@ -5,7 +5,7 @@ A PyTorch op costs about 5 us on a CPU whatever its size, more than the arithmet
 shape (each below STACK_LIMIT values) are stacked into the rows of one matrix and every
 reduction is one op per group of rows: a 4 x 256 MLP's 10 parameters make 5 groups, its 9
 layer outputs 2. Results stay on the device; the host finishes them (means, stds, norms)
-after the step's one copy (runner/stats.py). A group of at most TINY_LIMIT values rides
+after the step's one copy (runner/host_copy.py). A group of at most TINY_LIMIT values rides
 whole in that copy instead, and `host_segments` reduces all of them on the host at once
 (NumPy, by the same rules).
 
@@ -90,12 +90,8 @@ def stacked(tensors: Sequence[torch.Tensor], workspace: Workspace | None = None,
         out = workspace.take("rows", shape, torch.float32, flats[0].device)
     if out is None:
         return torch.stack(flats).float()
-    if out.numel() <= TINY_LIMIT:  # one op beats k of them
-        return (
-            out.copy_(torch.stack(flats))
-            if flats[0].dtype != out.dtype
-            else torch.stack(flats, out=out)
-        )
+    if out.numel() <= TINY_LIMIT and flats[0].dtype == out.dtype:  # one op beats k of them
+        return torch.stack(flats, out=out)
     # Row by row: copy_ converts and runs on every thread, where stack (cat) copies on one:
     # three 256 x 256 gradients fresh from backward took 51 us by rows and 172 us stacked.
     for row, flat in zip(out, flats, strict=True):
@@ -208,19 +204,13 @@ def dead_units(rows: torch.Tensor, batch: int) -> torch.Tensor:
     return never_on.sum(1, dtype=torch.float32)  # exact: a layer has fewer than 2^24 units
 
 
-def host_rows(rows: np.ndarray, bins: int | None) -> list[np.ndarray]:
-    """What `row_moments` and `row_histograms` give for the rows of a (g, n) float32 array
-    on the host: `host_segments` with each row a segment."""
-    g, n = rows.shape
-    return host_segments(rows.reshape(-1), np.full(g, n), bins)
-
-
 def host_segments(values: np.ndarray, lengths: np.ndarray, bins: int | None) -> list[np.ndarray]:
     """Per segment of a flat float32 array (consecutive runs of `lengths` values, each at
     least one): the sum and the centred sum of squares (in float64), and with `bins` the
     min, max and (segments, bins + 1) counts, binned as `cpu_counts` bins (float32 scale and
-    offsets, NaN and infinities to the first bin). One set of NumPy ops for all segments:
-    the step's tiny tensors of every shape are reduced together."""
+    offsets, NaN and infinities to the first bin): what `row_moments` and `row_histograms`
+    give for rows on the device. One set of NumPy ops for all segments: the step's tiny
+    tensors of every shape are reduced together."""
     segments = len(lengths)
     starts = np.zeros(segments, dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])

@@ -17,7 +17,6 @@ from runner.reductions import (
     device_counts,
     fold_last_bin,
     host_dead_units,
-    host_rows,
     host_segments,
     row_histograms,
     row_moments,
@@ -26,6 +25,11 @@ from runner.reductions import (
     stacked,
 )
 from runner.stats import StepStats
+
+
+def host_rows(rows: np.ndarray, bins: int | None) -> list[np.ndarray]:
+    """host_segments with each row of a (g, n) array a segment."""
+    return host_segments(rows.reshape(-1), np.full(rows.shape[0], rows.shape[1]), bins)
 
 
 def reference_counts(row: np.ndarray, bins: int) -> list[int]:

@@ -176,3 +176,22 @@ def test_dead_units_of_outputs_reduced_on_the_device_are_each_rectifiers_own(kin
             dead = (outputs[i] <= 0).all(dim=0).sum().item() / 200  # units never on
             assert s[f"dead_relu/{i}"] == dead
     assert s["dead_relu/1"] >= 30 / 200
+
+
+def test_bfloat16_parameters_are_measured_in_float32_copies():
+    # Gradients and weights are copied into float32 buffers, converting as they go: a big
+    # group row by row, a tiny one (the biases) at once.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(200, 200), torch.nn.Linear(200, 3)).bfloat16()
+    stats = StepStats(net, hist_bins=8)
+    net(torch.randn(16, 200, dtype=torch.bfloat16)).float().square().sum().backward()
+    grads = {n: p.grad.double() for n, p in net.named_parameters()}
+    stats.before_update(scalars=True, histograms=True)
+    record = stats.finish(scalars=True, histograms=True, extra={})
+    for name, param in net.named_parameters():
+        s = record.scalars
+        assert s[f"grads_norm/{name}"] == pytest.approx(grads[name].norm().item(), rel=1e-6)
+        assert s[f"weights_norm/{name}"] == pytest.approx(param.double().norm().item(), rel=1e-6)
+        h = record.histograms[f"weights/{name}"]
+        assert (h.min, h.max) == (param.min().item(), param.max().item())
+        assert h.num == param.numel() == h.bucket_counts.sum()
