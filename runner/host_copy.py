@@ -75,7 +75,8 @@ def ship_to_host(shipped: list[Shipment]) -> None:
         arrays.append(host[at : at + t.numel()])
         at += t.numel()
     ends = piece_length + sum(t.numel() for t in reduced_rows)
-    reduced = _reduce_on_host(shipped, host[piece_length:ends], reduced_rows)
+    bins = max((s.host_bins for s in shipped if s.host_bins), default=None)
+    reduced = _reduce_on_host(host[piece_length:ends], reduced_rows, bins)
     firsts, rest = iter(arrays[: len(reduced_rows)]), iter(arrays[len(reduced_rows) :])
     for shipment in shipped:
         taken, values = values[: len(shipment.pieces)], values[len(shipment.pieces) :]
@@ -86,14 +87,13 @@ def ship_to_host(shipped: list[Shipment]) -> None:
         shipment.finish(taken + given)
 
 
-def _reduce_on_host(shipped: list[Shipment], values: np.ndarray,
-                    rows: list[torch.Tensor]) -> Iterator[list]:  # fmt: skip
+def _reduce_on_host(values: np.ndarray, rows: list[torch.Tensor],
+                    bins: int | None) -> Iterator[list]:  # fmt: skip
     """`host_segments` of every row of the shipments' host-reduced tensors `rows` (their
-    host copies, adjacent: `values`) in one call; yields each tensor's part of the
-    answer, in order."""
+    host copies, adjacent: `values`) in one call, with histograms of `bins` bins if any;
+    yields each tensor's part of the answer, in order."""
     if not rows:
         return
-    bins = max((s.host_bins for s in shipped if s.host_bins), default=None)
     counts = [t.shape[0] for t in rows]
     lengths = np.repeat([t.shape[1] for t in rows], counts)
     answer, end = host_segments(values, lengths, bins), 0

@@ -134,9 +134,7 @@ class StepStats:
         self._armed = False
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not self._armed or not isinstance(output, torch.Tensor):
-            return
-        if not output.is_floating_point():
+        if not (self._armed and isinstance(output, torch.Tensor) and output.is_floating_point()):
             return
         index = self._calls.get(id(module), 0)
         self._calls[id(module)] = index + 1
@@ -174,14 +172,14 @@ class StepStats:
             self._shipped.append(Shipment([], finish_on_host, [rows], host_rows=True))
             return
         pieces = [*row_moments(rows, self._workspace)]
-        counted = list(range(len(entries)))  # the rows whose dead units are counted
+        counted: list[int] = []  # the rows whose dead units are counted
         if rectifiers:
             picked, counted = _rectifier_rows(rows, [e.rectifier for e in entries])
             pieces.append(dead_units(picked, batch))
 
         def finish(values: list[list[float]]) -> None:
             dead = [0.0] * len(entries)
-            for row, value in zip(counted, values[2] if rectifiers else [], strict=False):
+            for row, value in zip(counted, values[2] if counted else [], strict=True):
                 dead[row] = value
             self._file_outputs(entries, n, values[0], values[1], dead)
 

@@ -117,10 +117,10 @@ class SummaryEncoder:
                                   for key, x in zip(_KEYS, numbers, strict=True)
                                   if struct.pack("<d", x) != bytes(8))  # fmt: skip
             limits, counts = _doubles(h.bucket_limits), _doubles(h.bucket_counts)
-            body = b"".join((fields, _BUCKET_LIMIT, varint(len(limits)), limits,
-                             _BUCKET, varint(len(counts)), counts))  # fmt: skip
-            value = self._tag_field(tag) + b"\x2a" + varint(len(body)) + body
-            pieces += (b"\x0a", varint(len(value)), value)
+            body = b"".join((fields, _length_delimited(_BUCKET_LIMIT, limits),
+                             _length_delimited(_BUCKET, counts)))  # fmt: skip
+            value = self._tag_field(tag) + _length_delimited(b"\x2a", body)  # Value.histo
+            pieces.append(_length_delimited(b"\x0a", value))  # Summary.value
         return b"".join(pieces)
 
 

@@ -6,11 +6,10 @@ step, and an `add_scalar` call each would cost more than the step itself. Encodi
 one event (runner/summary_bytes.py) stays on the training thread; TensorBoard's own
 writer thread does the file writes, with the C checksum of `google-crc32c` in place of
 TensorBoard's pure-Python one. (A thread of ours building protos was slower: its Python
-work holds the GIL for
-whole switch intervals while the training thread waits to reacquire it after every
-kernel, the convoy effect, and a logged step took 20x longer.) The hparams summary goes
-into the run's own event directory, not the timestamped sub-run that
-`SummaryWriter.add_hparams` creates, so the HParams dashboard shows the run under the
+work holds the GIL for whole switch intervals while the training thread waits to
+reacquire it after every kernel, the convoy effect, and a logged step took 20x longer.)
+The hparams summary goes into the run's own event directory, not the timestamped sub-run
+that `SummaryWriter.add_hparams` creates, so the HParams dashboard shows the run under the
 same name as its scalars.
 """
 
