@@ -13,6 +13,7 @@ from conftest import REPO, run_cli, write_files
 from omegaconf import DictConfig, OmegaConf
 
 import runner
+from runner import config as runner_config
 from runner import schemas
 from runner.command_line import check_command_line
 from runner.config import GROUPS
@@ -137,6 +138,36 @@ def test_variables_of_model_init_and_tying_stay_allowed(user_conf):
                          config_dir=user_conf)  # fmt: skip
     assert cfg.model.width == 3 and cfg.model.depth == 2 and cfg.init.val == 3
     assert runner.compose(["model=deep_relu", "model.width=8"]).model.width == 8
+
+
+def test_a_variable_is_checked_against_its_file_or_by_composing_again(monkeypatch, tmp_path):
+    # Composing costs 0.15 s; a variable that the chosen file declares needs no second one.
+    calls = []
+    compose_with_hydra = runner_config.compose_with_hydra
+    monkeypatch.setattr(runner_config, "compose_with_hydra",
+                        lambda *args: calls.append(args[0]) or compose_with_hydra(*args))  # fmt: skip
+    assert runner.compose(["model=deep_relu", "model.width=8"]).model.width == 8
+    assert len(calls) == 1
+    # Declared by the user's own file (--config-dir): no second composition either.
+    conf = write_files(tmp_path, {
+        "model/mine.yaml": "# a variable\nunits: 3\nlayers:\n  - {type: linear, out_features: '${model.units}'}\n",
+        "model/derived.yaml": "# a defaults list: its keys may come from the file it extends\n"
+                              "defaults: [mine]\nextra: 1\n",
+        "experiment/wide.yaml": "# @package _global_\n# adds a model variable\nmodel:\n  extra: 4\n",
+    })  # fmt: skip
+    calls.clear()
+    assert runner.compose(["model=mine", "model.units=5"], config_dir=conf).model.units == 5
+    assert len(calls) == 1
+    # Not plain to see in the file: composed again without the override, and accepted.
+    calls.clear()
+    cfg = runner.compose(["model=derived", "model.units=6"], config_dir=conf)
+    assert cfg.model.units == 6 and len(calls) == 2 and "model.units=6" not in calls[1]
+    calls.clear()
+    cfg = runner.compose(["model=mine", "experiment=wide", "model.extra=7"], config_dir=conf)
+    assert cfg.model.extra == 7 and len(calls) == 2
+    # A typo is composed again and refused, as before.
+    with pytest.raises(runner.ConfigError, match="unknown key 'model.unitz'"):
+        runner.compose(["model=mine", "model.unitz=5"], config_dir=conf)
 
 
 @pytest.mark.parametrize("case", list(CASES))
