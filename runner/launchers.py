@@ -74,11 +74,11 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     import multiprocessing
     from multiprocessing import forkserver
 
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
+    forkserver.ensure_running()  # before importing joblib (0.17 s): the server's imports lead
     from joblib.externals.loky.backend.context import set_start_method
 
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
     set_start_method("forkserver", force=True)
-    forkserver.ensure_running()
     signal.signal(signal.SIGINT, _wait_for_the_jobs)
     atexit.register(_stop_server)
     _started = True
