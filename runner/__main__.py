@@ -128,6 +128,24 @@ def _config_dir(hydra_cfg) -> str | None:
     return None
 
 
+def _exit_without_teardown(code: int = 0) -> None:
+    """End the process with `code` once everything is written, skipping the interpreter's
+    teardown where torch is loaded: clearing torch's and torch._dynamo's modules took 0.96 s
+    on this 2-core CPU, after every file of the run was closed. The atexit handlers still
+    run (logging's flush and close among them) and the standard streams are flushed; a
+    thread that is not a daemon (none of ours) gets the usual exit, which waits for it."""
+    import atexit
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if "torch" not in sys.modules or any(not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 def _cap_threads(hydra_cfg) -> None:
     """Under a parallel launcher (joblib), N jobs share the cores: each gets cores // N threads."""
     import torch
@@ -159,3 +177,4 @@ if __name__ == "__main__":
         sweep = "; the sweep stopped: summary.csv in the sweep dir has each job that ended"
         print("interrupted" + (sweep if launcher is not None else ""), file=sys.stderr)
         sys.exit(code)
+    _exit_without_teardown(0)

@@ -162,6 +162,11 @@ def test_cli_run_prints_run_dir_and_tensorboard_line(tmp_path):
     assert {"model.pt", "checkpoint.pt", "metrics.json", "tb", ".hydra"} <= {
         p.name for p in (tmp_path / "cli").iterdir()
     }
+    # The process ends without the interpreter's teardown (runner/__main__.py): what was
+    # printed and logged last is still there, through pipes and files.
+    assert result.stdout.endswith(f"tensorboard --logdir {tmp_path}/cli/tb\n")
+    log_lines = (tmp_path / "cli" / "runner.log").read_text().splitlines()
+    assert "loss train" in log_lines[-1] and "(50 steps," in log_lines[-1]
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path, caplog):
