@@ -106,3 +106,32 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
             assert f"continue with train.resume={folder / job / 'checkpoint.pt'}" in stderr
         else:
             assert row["error"] == "interrupted (Ctrl-C) before it started"
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (the sweep's, inherited by its server
+    and workers); a zombie's environment reads empty."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                if marker.encode() in file.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_finished_joblib_sweep_leaves_no_worker_or_server_behind(tmp_path):
+    marker = f"RUNNER_TEST_SWEEP={os.getpid()}-{time.monotonic_ns()}"
+    result = run_cli("runner", "-m", "seed=0,1,2", "model=mlp", "train.steps=20",
+                     "train.progress=off", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+                     env={marker.split("=")[0]: marker.split("=")[1]})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "summary:" in result.stdout and result.stdout.endswith(f"{tmp_path / 'sweep'}\n")
+    with open(tmp_path / "sweep" / "summary.csv") as file:
+        assert [row["status"] for row in csv.DictReader(file)] == ["ok"] * 3
+    assert _processes_with(marker) == []
