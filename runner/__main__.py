@@ -140,6 +140,7 @@ def _exit_without_teardown(code: int = 0) -> None:
     a thread that is not a daemon runs (a joblib sweep's, until `stop_workers`), the usual
     exit waits for it."""
     import atexit
+    import contextlib
     import threading
 
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
@@ -147,10 +148,9 @@ def _exit_without_teardown(code: int = 0) -> None:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # A closed pipe (`| head`) or stream: nothing to keep.
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing to keep
-            pass
     os._exit(code)
 
 
