@@ -141,6 +141,7 @@ def check_no_new_variables(
     suspects = {}
     choices = cfg.hydra.runtime.choices
     deleting = any(o.startswith("~") for o in overrides)  # `~model.width model.width=3`
+    declared: dict[str, set[str]] = {}  # group -> its option file's keys, each file read once
     for override in overrides:
         key = override.split("=", 1)[0]
         group, _, leaf = key.partition(".")
@@ -148,7 +149,9 @@ def check_no_new_variables(
         plain = not key.startswith(("+", "~"))
         if plain and schemas.takes_variables(schema) and leaf not in schemas.keys_of(schema):
             option = choices.get(group)
-            if deleting or option is None or not _file_declares(group, option, leaf, config_dir):
+            if group not in declared:
+                declared[group] = _file_keys(group, option, config_dir) if option else set()
+            if deleting or leaf not in declared[group]:
                 suspects[key] = override
     if not suspects:
         return
@@ -161,11 +164,11 @@ def check_no_new_variables(
             raise ConfigError(unknown_key("command line", key, list(base[group]), hint))
 
 
-def _file_declares(group: str, option: str, leaf: str, config_dir: str | Path | None) -> bool:
-    """Whether `<group>/<option>.yaml`, the file Hydra picked (the shipped one first, then
-    --config-dir's), declares `leaf` at its top level. False where that is not plain to
-    see: no such file, a defaults list or a package header (keys may land elsewhere), a
-    file that does not parse (the composition reports it)."""
+def _file_keys(group: str, option: str, config_dir: str | Path | None) -> set[str]:
+    """The top-level keys of `<group>/<option>.yaml`, the file Hydra picked (the shipped one
+    first, then --config-dir's); none where they are not plain to see: no such file, a
+    defaults list or a package header (keys may land elsewhere), a file that does not
+    parse (the composition reports it)."""
     import yaml
 
     for folder in (CONF_DIR, config_dir):
@@ -176,10 +179,10 @@ def _file_declares(group: str, option: str, leaf: str, config_dir: str | Path | 
             text = path.read_text(encoding="utf-8")
             loaded = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return False
+            return set()
         plain = isinstance(loaded, dict) and "defaults" not in loaded and "@package" not in text
-        return plain and leaf in loaded
-    return False
+        return set(loaded) if plain else set()
+    return set()
 
 
 def job_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
