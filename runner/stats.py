@@ -103,8 +103,8 @@ class StepStats:
         for path, module in self.layers:
             self._places.setdefault(id(module), []).append(path)
         self._calls: dict[int, int] = {}  # module -> its calls so far in this forward pass
-        self._handles: list = []
-        self._armed = False  # the hooks record this forward pass
+        self._handle = None  # the global forward hook, while registered
+        self._armed = False  # the hook records this forward pass
         self._reset()
 
     def _reset(self) -> None:
@@ -113,32 +113,34 @@ class StepStats:
         self._params.reset()
 
     def start(self, activations: bool) -> None:
-        """Hook every layer's forward pass for this step. The hooks are registered on the
-        first such step and kept while the next steps measure activations too (a run logging
-        every step registers them once); `unhook` removes them, and a step that does not
-        measure activations calls it."""
+        """Hook the layers' forward passes for this step: one global forward hook (PyTorch
+        calls it after every module's forward), which files the outputs of our layers. It
+        is registered on the first such step and kept while the next steps measure
+        activations too (a run logging every step registers it once); `unhook` removes it,
+        and a step that does not measure activations calls it. (One global hook, not one
+        per layer: registering and removing ten module hooks cost 170 us a logging step.)"""
         if not activations:
             self.unhook()
             return
-        if not self._handles:
-            unique = {id(m): m for _, m in self.layers}.values()
-            self._handles = [m.register_forward_hook(self._hook) for m in unique]
+        if self._handle is None:
+            self._handle = nn.modules.module.register_module_forward_hook(self._hook)
         self._calls.clear()
         self._armed = True
 
     def unhook(self) -> None:
-        """Remove the layer hooks (the loop calls it on steps that do not log, and at its end)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        """Remove the forward hook (the loop calls it on steps that do not log, and at its end)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
         self._armed = False
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not (self._armed and isinstance(output, torch.Tensor) and output.is_floating_point()):
+        where = self._places.get(id(module))  # None: not one of our layers (the loss, a container)
+        if not (where and self._armed and isinstance(output, torch.Tensor)
+                and output.is_floating_point()):  # fmt: skip
             return
         index = self._calls.get(id(module), 0)
         self._calls[id(module)] = index + 1
-        where = self._places[id(module)]
         self._add_output(where[min(index, len(where) - 1)], module, output)
 
     def add_calls(self, calls: list[LayerCall]) -> None:
