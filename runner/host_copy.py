@@ -25,15 +25,17 @@ class Shipment:
     the step's numbers: `finish` gets one list of Python numbers per float (or bool) tensor
     of `pieces` and one int64 NumPy array per int64 one (bin counts), in the order of
     `pieces`, then one float32 NumPy array per tensor of `whole` (float32 tensors copied as
-    they are). With `host_rows`, whole[0] is a (rows, n) tensor that the host reduces with
-    every other shipment's such rows in one `host_segments` call: finish gets its rows' part
-    of the answer last (with `host_bins`, histograms of that many bins too)."""
+    they are). With `host_rows`, whole[0] is a tensor whose segments the host reduces with
+    every other shipment's such segments in one `host_segments` call: its rows, or the
+    runs of `host_lengths` values of it, flattened; finish gets its segments' part of the
+    answer last (with `host_bins`, histograms of that many bins too)."""
 
     pieces: list[torch.Tensor]
     finish: Callable[[list], None]
     whole: list[torch.Tensor] = field(default_factory=list)
     host_rows: bool = False
     host_bins: int | None = None
+    host_lengths: list[int] | None = None
 
 
 def ship_to_host(shipped: list[Shipment]) -> None:
@@ -45,7 +47,8 @@ def ship_to_host(shipped: list[Shipment]) -> None:
     tensors = [t for shipment in shipped for t in shipment.pieces]
     # The whole tensors: the rows the host reduces first (one run of segments), then
     # the rest, in shipment order.
-    reduced_rows = [s.whole[0] for s in shipped if s.host_rows]
+    host_reduced = [s for s in shipped if s.host_rows]
+    reduced_rows = [s.whole[0] for s in host_reduced]
     whole = reduced_rows + [t for s in shipped for t in s.whole[1 if s.host_rows else 0 :]]
     # The one device-to-host copy of the step, as float32: the float pieces, the whole
     # tensors, then the int64 pieces (bin counts: exact past 2^24) as their bits, two
@@ -76,7 +79,7 @@ def ship_to_host(shipped: list[Shipment]) -> None:
         at += t.numel()
     ends = piece_length + sum(t.numel() for t in reduced_rows)
     bins = max((s.host_bins for s in shipped if s.host_bins), default=None)
-    reduced = _reduce_on_host(host[piece_length:ends], reduced_rows, bins)
+    reduced = _reduce_on_host(host[piece_length:ends], host_reduced, bins)
     firsts, rest = iter(arrays[: len(reduced_rows)]), iter(arrays[len(reduced_rows) :])
     for shipment in shipped:
         taken, values = values[: len(shipment.pieces)], values[len(shipment.pieces) :]
@@ -87,19 +90,33 @@ def ship_to_host(shipped: list[Shipment]) -> None:
         shipment.finish(taken + given)
 
 
-def _reduce_on_host(values: np.ndarray, rows: list[torch.Tensor],
+def _reduce_on_host(values: np.ndarray, shipments: list[Shipment],
                     bins: int | None) -> Iterator[list]:  # fmt: skip
-    """`host_segments` of every row of the shipments' host-reduced tensors `rows` (their
+    """`host_segments` of the segments of every host-reduced tensor of `shipments` (their
     host copies, adjacent: `values`) in one call, with histograms of `bins` bins if any;
-    yields each tensor's part of the answer, in order."""
-    if not rows:
+    yields each shipment's part of the answer, in order."""
+    if not shipments:
         return
-    counts = [t.shape[0] for t in rows]
-    lengths = np.repeat([t.shape[1] for t in rows], counts)
+    layout = tuple(_segment_lengths(s) for s in shipments)
+    lengths = _LENGTHS.get(layout)
+    if lengths is None:  # the same every logging step: made once
+        lengths = _LENGTHS[layout] = np.array([n for part in layout for n in part])
     answer, end = host_segments(values, lengths, bins), 0
-    for k in counts:
-        yield [part[end : end + k] for part in answer]
-        end += k
+    for part in layout:
+        yield [piece[end : end + len(part)] for piece in answer]
+        end += len(part)
+
+
+_LENGTHS: dict[tuple, np.ndarray] = {}  # segment lengths of a layout of shipments
+
+
+def _segment_lengths(shipment: Shipment) -> tuple[int, ...]:
+    """The lengths of the segments of a host-reduced shipment's whole[0]: `host_lengths`,
+    or one per row."""
+    if shipment.host_lengths is not None:
+        return tuple(shipment.host_lengths)
+    rows, n = shipment.whole[0].shape
+    return (n,) * rows
 
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ gradients and weights together below STACK_LIMIT values) keeps a "pair" buffer: 
 gradients are copied into its first half before the update (a copy, since gradient
 clipping changes them in place), the new weights into its second half after it, and both
 halves are reduced by one set of ops, where reducing each on its own would pay every op's
-fixed cost twice. A bigger group is reduced where it is taken, without a copy.
+fixed cost twice. A bigger group is reduced where it is taken, without a copy. The tiny
+groups (a pair of at most TINY_LIMIT values: biases, norm layers' weights) share one
+block, copied to the host whole and reduced there.
 """
 
 from __future__ import annotations
@@ -62,6 +64,32 @@ class _Pair:
         self.grads, self.weights = self.both[:k], self.both[k:]  # views made once
 
 
+class _TinyBlock:
+    """The tensors of every tiny group (biases, norm layers' weights: 2k x n at most
+    TINY_LIMIT values), end to end in one float32 buffer of 3 rows: the gradients, the
+    weights and the weights before the update. Three copies a logging step for all of them
+    and one shipment, where a shipment per shape cost ~350 us a logging step for a 4 x 256
+    MLP's six tiny tensors."""
+
+    def __init__(self, members: list[int], numels: list[int], device: torch.device) -> None:
+        self.members = members  # unique tensor indices, in the block's order
+        self.lengths = [numels[i] for i in members]
+        self.buffer = torch.empty(3, sum(self.lengths), dtype=torch.float32, device=device)
+        self.grads, self.weights, self.before = self.buffer.unbind()
+        self.both = self.buffer[:2]  # gradients, then weights: segments of the same lengths
+
+    def put(self, tensors: list[torch.Tensor], row: torch.Tensor) -> None:
+        """Copy `tensors` (the members' values, in order) end to end into `row`."""
+        flats = [t.reshape(-1) for t in tensors]
+        if all(f.dtype == torch.float32 for f in flats):
+            torch.cat(flats, out=row)
+            return
+        at = 0
+        for flat in flats:  # another dtype: copy_ converts
+            row[at : at + flat.numel()].copy_(flat)
+            at += flat.numel()
+
+
 class ParamStats:
     """One logging step's parameter statistics: `take_grads` after backward, `snapshot`
     before the update (for the update ratio), `take_weights` after it; the two takes return
@@ -78,8 +106,13 @@ class ParamStats:
         # A pair holds a group twice (gradients and weights) for the whole step: only for
         # groups whose ops are short enough for their fixed cost to matter.
         self._small = [2 * len(g) * self._numels[g[0]] < STACK_LIMIT for g in self._groups]
+        # Groups small enough for the host to reduce (both halves of a pair) share one block.
+        self._tiny = [2 * len(g) * self._numels[g[0]] <= TINY_LIMIT for g in self._groups]
+        self._tiny_members = [i for g, tiny in zip(self._groups, self._tiny, strict=True)
+                              if tiny for i in g]  # fmt: skip
+        self._block: _TinyBlock | None = None  # made on first use, on the device
         self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
-        self._snapshots: list[torch.Tensor] | None = None  # weights before the update
+        self._snapshots: list[torch.Tensor | None] | None = None  # weights before the update
         self.reset()
 
     def reset(self) -> None:
@@ -93,9 +126,14 @@ class ParamStats:
         self._measured: dict[str, dict[int, list]] = {}
 
     def _pairs_on(self, device: torch.device) -> list[_Pair | None]:
+        """The pairs of the small groups that are not tiny (None for the others), and the
+        tiny block, made on first use."""
         if self._pairs is None:
-            self._pairs = [_Pair(len(g), self._numels[g[0]], device) if small else None
-                           for g, small in zip(self._groups, self._small, strict=True)]  # fmt: skip
+            self._pairs = [_Pair(len(g), self._numels[g[0]], device)
+                           if small and not tiny else None for g, small, tiny
+                           in zip(self._groups, self._small, self._tiny, strict=True)]  # fmt: skip
+            if self._tiny_members:
+                self._block = _TinyBlock(self._tiny_members, self._numels, device)
         return self._pairs
 
     def take_grads(self, histograms: bool) -> list[Shipment]:
@@ -105,24 +143,34 @@ class ParamStats:
         pairs = self._pairs_on(grads[0].device)
         shipments = []
         for g, group in enumerate(self._groups):
+            if self._tiny[g]:
+                continue
             members = [grads[i] for i in group]
             pair = pairs[g]
             if pair is None:
                 shipments.append(self._reduce(g, stacked(members, self._workspace), ("grads",)))
             else:
                 stacked(members, out=pair.grads)
+        if self._block is not None:
+            self._block.put([grads[i] for i in self._block.members], self._block.grads)
         self._grads_held = True
         return shipments
 
     def snapshot(self) -> None:
         """The weights before the update, into buffers made once: the update ratio's w_before."""
         weights = [p for p, _ in self.params]
+        self._pairs_on(weights[0].device)
         if self._snapshots is None:
             device = weights[0].device
-            self._snapshots = [torch.empty(len(g), self._numels[g[0]], dtype=torch.float32,
-                                           device=device) for g in self._groups]  # fmt: skip
+            shapes = [None if tiny else (len(g), self._numels[g[0]])
+                      for g, tiny in zip(self._groups, self._tiny, strict=True)]  # fmt: skip
+            self._snapshots = [None if shape is None else torch.empty(
+                shape, dtype=torch.float32, device=device) for shape in shapes]  # fmt: skip
         for group, buffer in zip(self._groups, self._snapshots, strict=True):
-            stacked([weights[i] for i in group], out=buffer)
+            if buffer is not None:
+                stacked([weights[i] for i in group], out=buffer)
+        if self._block is not None:
+            self._block.put([weights[i] for i in self._block.members], self._block.before)
         self._snapshot_taken = True
 
     def take_weights(self, histograms: bool) -> list[Shipment]:
@@ -133,6 +181,8 @@ class ParamStats:
         pairs = self._pairs_on(weights[0].device)
         shipments = []
         for g, group in enumerate(self._groups):
+            if self._tiny[g]:
+                continue
             members = [weights[i] for i in group]
             pair = pairs[g]
             if pair is None:
@@ -144,21 +194,31 @@ class ParamStats:
                 shipments.append(self._reduce(g, pair.both, ("grads", "weights"), pair.weights))
             else:  # step 0: the initial weights alone
                 shipments.append(self._reduce(g, pair.weights, ("weights",), pair.weights))
+        if self._block is not None:
+            shipments.append(self._ship_block(weights))
         return shipments
+
+    def _ship_block(self, weights: list[torch.Tensor]) -> Shipment:
+        """The tiny block's weights (with its held gradients), copied whole for the host to
+        reduce; with the snapshot, its weights before the update too."""
+        block = self._block
+        block.put([weights[i] for i in block.members], block.weights)
+        update = self._snapshot_taken
+        self._updated |= update
+        prefixes = ("grads", "weights") if self._grads_held else ("weights",)
+        rows = block.both if self._grads_held else block.weights
+        whole = [rows, block.before] if update else [rows]
+        return Shipment([], self._block_finisher(prefixes, update), whole, host_rows=True,
+                        host_bins=self.hist_bins if self._histograms else None,
+                        host_lengths=block.lengths * len(prefixes))  # fmt: skip
 
     def _reduce(self, g: int, rows: torch.Tensor, prefixes: tuple[str, ...],
                 weights: torch.Tensor | None = None) -> Shipment:  # fmt: skip
         """Sums and centred squares (and histograms) of `rows`, one section of the group's
-        k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖². A
-        group of at most TINY_LIMIT values goes to the host whole and is reduced there."""
+        k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖²."""
         update = weights is not None and self._snapshot_taken
         self._updated |= update
         before = self._snapshots[g] if update else None
-        if rows.numel() <= TINY_LIMIT:
-            whole = [rows] if before is None else [rows, before]  # weights: the last k rows
-            bins = self.hist_bins if self._histograms else None
-            finish = self._host_finisher(g, prefixes, update)
-            return Shipment([], finish, whole, host_rows=True, host_bins=bins)
         workspace = self._workspace
         pieces = [*row_moments(rows, workspace)]
         if self._histograms:
@@ -180,37 +240,38 @@ class ParamStats:
                 hist = (lows, highs, values[4].reshape(len(lows), width))
             if update:
                 ratio = (values[-2], values[-1])
-            self._file(g, prefixes, values[0], values[1], hist, ratio)
+            self._file(self._groups[g], prefixes, values[0], values[1], hist, ratio)
 
         return finish
 
-    def _host_finisher(self, g: int, prefixes: tuple[str, ...], update: bool) -> Callable:
-        """Files a tiny group's rows as reduced on the host (`host_segments`) as `_finisher`
-        does, with the update ratio from its new weights and snapshot."""
-        histograms = self._histograms
-        k, n = len(self._groups[g]), self._numels[self._groups[g][0]]
+    def _block_finisher(self, prefixes: tuple[str, ...], update: bool) -> Callable:
+        """Files the tiny block's segments as reduced on the host (`host_segments`) as
+        `_finisher` does, with the update ratio from its new weights and snapshot (float64)."""
+        histograms, block = self._histograms, self._block
+        starts = np.cumsum([0, *block.lengths[:-1]])
 
         def finish(values: list[np.ndarray]) -> None:
             reduced = values[-1]
             ratio = None
             if update:
-                new = values[0].reshape(-1, n)[-k:].astype(np.float64)
-                old = values[1].reshape(k, n).astype(np.float64)
-                ratio = (np.square(new - old).sum(1).tolist(), np.square(old).sum(1).tolist())
+                new = values[0][-block.weights.numel() :].astype(np.float64)
+                old = values[1].astype(np.float64)
+                ratio = (np.add.reduceat(np.square(new - old), starts).tolist(),
+                         np.add.reduceat(np.square(old), starts).tolist())  # fmt: skip
             hist = None
             if histograms:
                 hist = (reduced[2].tolist(), reduced[3].tolist(), reduced[4])
-            self._file(g, prefixes, reduced[0].tolist(), reduced[1].tolist(), hist, ratio)
+            self._file(block.members, prefixes, reduced[0].tolist(), reduced[1].tolist(), hist,
+                       ratio)  # fmt: skip
 
         return finish
 
-    def _file(self, g: int, prefixes: tuple[str, ...], sums: list, squares: list,
+    def _file(self, group: list[int], prefixes: tuple[str, ...], sums: list, squares: list,
               hist: tuple | None, update: tuple | None) -> None:  # fmt: skip
         """Each row's host numbers under its (prefix, tensor): the rows are one section of
-        the group's k tensors per prefix; `hist` holds the rows' (mins, maxes, counts), the
-        counts an int64 array (rows, bins + 1); `update` holds the weights' section's
-        numbers."""
-        group = self._groups[g]
+        the k tensors of `group` (unique tensor indices) per prefix; `hist` holds the rows'
+        (mins, maxes, counts), the counts an int64 array (rows, bins + 1); `update` holds
+        the weights' section's numbers."""
         for j, prefix in enumerate(prefixes):
             table = self._measured.setdefault(prefix, {})
             for r, i in enumerate(group):
