@@ -28,10 +28,11 @@ from runner.reductions import (
     STACK_LIMIT,
     TINY_LIMIT,
     Workspace,
-    dead_units,
+    dead_rectifier_units,
     host_dead_units,
     row_moments,
     stacked,
+    unit_sums,
 )
 
 # Modules whose zero outputs mean a unit is off (a "dead" unit never turns on in a batch).
@@ -173,11 +174,14 @@ class StepStats:
             # `rows` is the stash's buffer: it holds until the next forward pass, after the copy.
             self._shipped.append(Shipment([], finish_on_host, [rows], host_rows=True))
             return
-        pieces = [*row_moments(rows, self._workspace)]
         counted: list[int] = []  # the rows whose dead units are counted
-        if rectifiers:
-            picked, counted = _rectifier_rows(rows, [e.rectifier for e in entries])
-            pieces.append(dead_units(picked, batch))
+        if rectifiers:  # the units' sums give the rows' sums and the dead units
+            per_unit = unit_sums(rows, batch)
+            picked, counted = _rectifier_rows(per_unit, [e.rectifier for e in entries])
+            pieces = [*row_moments(rows, self._workspace, per_unit.sum(1)),
+                      dead_rectifier_units(picked)]  # fmt: skip
+        else:
+            pieces = [*row_moments(rows, self._workspace)]
 
         def finish(values: list[list[float]]) -> None:
             dead = [0.0] * len(entries)
@@ -240,8 +244,8 @@ class StepStats:
 
 def _rectifier_rows(rows: torch.Tensor, rectifier: list[bool]) -> tuple[torch.Tensor, list[int]]:
     """The rows of rectifier outputs as a view of `rows` (with their indices) when they are
-    evenly spaced (a ReLU after each Linear: every other row), else all rows: counting dead
-    units in the other outputs too costs less than copying the rectifiers' rows out."""
+    evenly spaced (a ReLU after each Linear: every other row), else all rows (the other
+    rows' counts are ignored): a view costs no op on the device, an index would copy."""
     picked = [r for r, is_rectifier in enumerate(rectifier) if is_rectifier]
     step = picked[1] - picked[0] if len(picked) > 1 else 1
     if all(b - a == step for a, b in zip(picked, picked[1:], strict=False)):

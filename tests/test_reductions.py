@@ -13,7 +13,7 @@ from runner.reductions import (
     STACK_LIMIT,
     Workspace,
     cpu_counts,
-    dead_units,
+    dead_rectifier_units,
     device_counts,
     fold_last_bin,
     host_dead_units,
@@ -23,6 +23,7 @@ from runner.reductions import (
     row_squares,
     shape_groups,
     stacked,
+    unit_sums,
 )
 from runner.stats import StepStats
 
@@ -136,11 +137,26 @@ def test_segments_of_several_lengths_reduce_as_each_alone():
 def test_dead_units_on_the_host_equal_the_devices():
     outputs = torch.randn(3, 8, 32, generator=torch.Generator().manual_seed(4)).clamp_(min=0)
     outputs[0, :, 5] = 0.0  # one dead unit
-    outputs[1, :, :20] = -1.0  # twenty
+    outputs[1, :, :20] = 0.0  # twenty
+    outputs[1, :, 20] = -0.0  # a negative zero is off too
     outputs[2, 3, 7] = float("nan")  # NaN: not dead, on either side
+    outputs[2, :, 8] = 0.0
+    outputs[2, 5, 8] = 1e-45  # on once, barely: not dead
     rows = outputs.reshape(3, -1)
     host = host_dead_units(rows.numpy(), batch=8).tolist()
-    assert host == dead_units(rows, batch=8).tolist() and host[1] >= 20
+    assert host == dead_rectifier_units(unit_sums(rows, batch=8)).tolist()
+    assert host[1] >= 21
+    per_unit = outputs.amax(1) <= 0  # the definition: never above zero in the batch
+    assert host == per_unit.sum(1).tolist()
+
+
+def test_unit_sums_add_up_to_the_rows_sums():
+    rows = torch.randn(4, 64 * 300, generator=torch.Generator().manual_seed(5))
+    per_unit = unit_sums(rows, batch=64)
+    assert per_unit.shape == (4, 300)
+    expected = rows.double().reshape(4, 64, 300).sum(1)
+    np.testing.assert_allclose(per_unit.double().numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert per_unit.sum(1).tolist() == pytest.approx(rows.double().sum(1).tolist(), rel=1e-5)
 
 
 def test_row_moments_match_float64_even_with_a_large_mean():
@@ -165,9 +181,9 @@ def test_row_squares_and_dead_units():
     ws = Workspace()
     assert row_squares(rows, ws).tolist() == [30.0]
     assert row_squares(rows, ws, minus=torch.ones(1, 4)).tolist() == [0 + 9 + 4 + 25]
-    # Two samples of two units: unit 1 is never above zero.
-    outputs = torch.tensor([[[1.0, 0.0], [-1.0, -2.0]], [[0.0, 0.0], [0.0, 0.0]]])
-    assert dead_units(outputs.reshape(2, -1), batch=2).tolist() == [1, 2]
+    # Two samples of two units (rectified): unit 1 is never above zero.
+    outputs = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    assert dead_rectifier_units(unit_sums(outputs.reshape(2, -1), batch=2)).tolist() == [1, 2]
 
 
 def test_shape_groups_stack_small_tensors_of_one_shape_and_leave_big_ones_alone():
