@@ -11,16 +11,28 @@ reacquire it after every kernel, the convoy effect, and a logged step took 20x l
 The hparams summary goes into the run's own event directory, not the timestamped sub-run
 that `SummaryWriter.add_hparams` creates, so the HParams dashboard shows the run under the
 same name as its scalars.
+
+Logging steps' events are handed to the writer thread in batches: an event is handed over
+at once when the last handover was HANDOVER_SECONDS ago or more (a run logging once a
+second or less often batches nothing), else with the HANDOVER_EVENTS-th event of its batch
+or before anything else is written, flushed or closed. Each handover wakes that thread,
+which then holds the GIL while the training thread waits: 50 us a logging step when it was
+woken for every event. The writer itself keeps events in memory for up to `flush_secs`
+(120 s) anyway.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from runner.stats import StepRecord
 from runner.summary_bytes import SummaryEncoder, event_bytes
+
+HANDOVER_EVENTS = 10  # logging steps' events handed to the writer thread at once
+HANDOVER_SECONDS = 1.0  # ... or after this long, whichever comes first
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -47,8 +59,10 @@ class RunWriter:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self._writer = None
-        self._held: list[tuple[int, StepRecord]] = []  # written before anything else
+        self._held: list[tuple[int, float, StepRecord]] = []  # written before anything else
         self._encoder = SummaryEncoder()  # keeps each tag's header bytes
+        self._batch: list[tuple[int, float, bytes]] = []  # (step, wall time, event) to hand over
+        self._handed_over = 0.0  # time.monotonic() of the last handover
 
     @property
     def writer(self):
@@ -63,35 +77,53 @@ class RunWriter:
 
             use_fast_crc()
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
-            held, self._held = self._held, []
-            for step, record in held:
-                self.record(step, record)
+            held, self._held = self._held, []  # before the batch: steps in order
+            self._batch[:0] = [(step, wall, self._event(record)) for step, wall, record in held]
         return self._writer
 
     def hold(self, step: int, record: StepRecord) -> None:
         """Keep `record` to write first with the next write, or at `flush` or `close`: the
         statistics at initialisation are measured before training and need not make the
         first step wait for the writer."""
-        self._held.append((step, record))
+        self._held.append((step, time.time(), record))
 
     def record(self, step: int, record: StepRecord) -> None:
-        """Every scalar and histogram of one logging step, as one event."""
+        """Every scalar and histogram of one logging step, as one event (handed to the
+        writer with the next batch)."""
         if not (record.scalars or record.histograms):
+            return
+        self._batch.append((step, time.time(), self._event(record)))
+        if (len(self._batch) >= HANDOVER_EVENTS
+                or time.monotonic() - self._handed_over >= HANDOVER_SECONDS):  # fmt: skip
+            self._hand_over()
+
+    def _event(self, record: StepRecord) -> bytes:
+        """An Event holding the record's one Summary, serialized by our encoder (protobuf's
+        field-by-field API cost 8x more)."""
+        return event_bytes(self._encoder.encode(record.scalars, record.histograms))
+
+    def _hand_over(self) -> None:
+        """Give the held and batched events to the SummaryWriter, which stamps each with its
+        step and wall time and writes it on its thread. protobuf's parser reads each back
+        first: a bad byte fails here, not in TensorBoard."""
+        if not (self._batch or self._held):
             return
         from tensorboard.compat.proto.event_pb2 import Event
 
-        # Serialized by our encoder (protobuf's field-by-field API cost 8x more), read back
-        # by protobuf's parser (a bad byte fails here, not in TensorBoard), written by the
-        # SummaryWriter, which stamps the step and wall time.
-        summary = self._encoder.encode(record.scalars, record.histograms)
-        self.writer.file_writer.add_event(Event.FromString(event_bytes(summary)), step)
+        file_writer = self.writer.file_writer  # opening it puts the held events first
+        batch, self._batch = self._batch, []
+        self._handed_over = time.monotonic()
+        for step, wall, data in batch:
+            file_writer.add_event(Event.FromString(data), step, wall)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """One scalar outside a logging step (the validation loss)."""
+        self._hand_over()
         self.writer.add_scalar(tag, value, step)
 
     def text(self, tag: str, text: str) -> None:
         """A text summary (markdown), e.g. the resolved config."""
+        self._hand_over()
         self.writer.add_text(tag, text, 0)
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
@@ -101,6 +133,7 @@ class RunWriter:
         clean = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()
         }
+        self._hand_over()
         for summary in hparams_summary(clean, dict(metrics)):
             self.writer.file_writer.add_summary(summary)
         for tag, value in metrics.items():
@@ -108,13 +141,13 @@ class RunWriter:
 
     def flush(self) -> None:
         """Write out what is buffered or held (the benchmark times event writing too)."""
-        if self._writer is not None or self._held:
-            self.writer.flush()
+        if self._writer is not None or self._held or self._batch:
+            self._hand_over()
+            self._writer.flush()
 
     def close(self) -> None:
         """Write what is held, flush and close the event file (if one was opened)."""
-        if self._held:
-            self._open()
+        self._hand_over()
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -87,3 +87,53 @@ def test_encoded_event_parses_back_to_the_numbers():
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 2**14, 2**21 + 5, 2**35])
 def test_varint_is_protobufs(n):
     assert varint(n) == _VarintBytes(n)
+
+
+def _written_events(log_dir) -> list[Event]:
+    """The summary events of the one event file in `log_dir`, as written (the legacy loader
+    does not migrate scalars to tensors)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    (path,) = log_dir.glob("events.out.tfevents.*")
+    return [e for e in LegacyEventFileLoader(str(path)).Load() if e.HasField("summary")]
+
+
+def test_batched_events_reach_the_file_in_step_order_with_their_own_wall_times(
+    tmp_path, monkeypatch
+):
+    import time
+
+    import runner.tensorboard as tb
+    from runner.stats import StepRecord
+
+    monkeypatch.setattr(tb, "HANDOVER_SECONDS", 3600.0)  # only the count hands over
+    writer = tb.RunWriter(tmp_path)
+    writer.hold(0, StepRecord({"loss/train": 1.0}))  # the initial state: written first
+    stamps = []
+    for step in range(1, 13):
+        stamps.append(time.time())
+        writer.record(step, StepRecord({"loss/train": 1.0 / step}))
+        time.sleep(0.002)
+    writer.scalar("loss/val", 0.5, 12)  # a write outside a logging step hands over first
+    writer.close()
+    events = _written_events(tmp_path)
+    assert [e.step for e in events] == [*range(13), 12]
+    values = [e.summary.value[0].simple_value for e in events[:13]]
+    assert values == pytest.approx([1.0, *(1.0 / s for s in range(1, 13))])
+    walls = [e.wall_time for e in events[1:13]]  # the time of each step, not of its batch
+    assert walls == sorted(walls)
+    assert all(abs(w - s) < 0.5 for w, s in zip(walls, stamps, strict=True))
+    assert walls[8] - walls[0] >= 0.015  # not one stamp for the batch
+
+
+def test_an_event_after_a_quiet_second_is_handed_over_at_once(tmp_path, monkeypatch):
+    import runner.tensorboard as tb
+    from runner.stats import StepRecord
+
+    monkeypatch.setattr(tb, "HANDOVER_SECONDS", 0.0)  # every event is "a second later"
+    writer = tb.RunWriter(tmp_path)
+    writer.record(1, StepRecord({"loss/train": 1.0}))
+    writer.record(2, StepRecord({"loss/train": 0.5}))
+    writer.writer.flush()  # the SummaryWriter's own flush: no handover of ours
+    assert [e.step for e in _written_events(tmp_path)] == [1, 2]
+    writer.close()
