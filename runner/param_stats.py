@@ -113,6 +113,7 @@ class ParamStats:
         self._block: _TinyBlock | None = None  # made on first use, on the device
         self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
         self._snapshots: list[torch.Tensor | None] | None = None  # weights before the update
+        self._tag_cache: dict[tuple[str, ...], list[list[tuple[str, ...]]]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -292,19 +293,31 @@ class ParamStats:
                   for prefix, table in self._measured.items()}  # fmt: skip
         for prefix, measured in tables.items():
             if scalars:
-                for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
+                tags = self._tags(f"{prefix}_norm", f"{prefix}_std")
+                for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
                     s, q = m[0], m[1]
                     norm, std = math.sqrt(q + s * s / n), sample_std(q, n)
-                    for name in names:
-                        scalars_of[f"{prefix}_norm/{name}"] = norm
-                        scalars_of[f"{prefix}_std/{name}"] = std
+                    for norm_tag, std_tag in tensor_tags:
+                        scalars_of[norm_tag] = norm
+                        scalars_of[std_tag] = std
             if prefix == "weights" and self._updated:
-                for m, (_, names) in zip(measured, self.params, strict=True):
+                for m, tensor_tags in zip(measured, self._tags("update_ratio"), strict=True):
                     ratio = math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12)
-                    for name in names:
-                        scalars_of[f"update_ratio/{name}"] = ratio
+                    for (tag,) in tensor_tags:
+                        scalars_of[tag] = ratio
         if self._histograms:
             self._emit_histograms(tables, histograms_of)
+
+    def _tags(self, *kinds: str) -> list[list[tuple[str, ...]]]:
+        """Per unique tensor, per name of it: the tags `<kind>/<name>` of `kinds` (made
+        once: a step writes ~100 of them)."""
+        tags = self._tag_cache.get(kinds)
+        if tags is None:
+            tags = self._tag_cache[kinds] = [
+                [tuple(f"{kind}/{name}" for kind in kinds) for name in names]
+                for _, names in self.params
+            ]
+        return tags
 
     def _emit_histograms(self, tables: dict[str, list[list]],
                          histograms_of: dict[str, Histogram]) -> None:  # fmt: skip
@@ -314,12 +327,13 @@ class ParamStats:
         limits, counts, nums = _histogram_rows(lows, highs, np.stack([m[4] for m in rows]))
         at = 0
         for prefix, measured in tables.items():
-            for n, m, (_, names) in zip(self._numels, measured, self.params, strict=True):
+            tags = self._tags(prefix)
+            for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
                 s, q = m[0], m[1]
                 histogram = Histogram(lows[at], highs[at], nums[at], s, q + s * s / n,
                                       limits[at], counts[at])  # fmt: skip
-                for name in names:
-                    histograms_of[f"{prefix}/{name}"] = histogram
+                for (tag,) in tensor_tags:
+                    histograms_of[tag] = histogram
                 at += 1
 
 

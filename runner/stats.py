@@ -47,13 +47,23 @@ class StepRecord:
     histograms: dict[str, Histogram] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Output:
-    """One layer call's output, waiting in the stash for its group's reductions."""
+    """One layer call's output, waiting in the stash for its group's reductions; made once
+    per (path, kind, batch) and reused, its tags with it."""
 
     path: str
     rectifier: bool  # a ReLU: count its dead units
     batch: int  # samples in the output (its first dimension)
+    mean_tag: str = ""
+    std_tag: str = ""
+    dead_tag: str = ""
+
+    @classmethod
+    def of(cls, path: str, rectifier: bool, batch: int) -> _Output:
+        """The entry of an output at `path`, with its tags."""
+        return cls(path, rectifier, batch, f"activations_mean/{path}",
+                   f"activations_std/{path}", f"dead_relu/{path}")  # fmt: skip
 
 
 class _OutputStash:
@@ -104,6 +114,7 @@ class StepStats:
         for path, module in self.layers:
             self._places.setdefault(id(module), []).append(path)
         self._calls: dict[int, int] = {}  # module -> its calls so far in this forward pass
+        self._entries: dict[tuple, _Output] = {}  # (path, rectifier, batch) -> its entry
         self._handle = None  # the global forward hook, while registered
         self._armed = False  # the hook records this forward pass
         self._reset()
@@ -152,7 +163,10 @@ class StepStats:
 
     def _add_output(self, path: str, module: nn.Module, output: torch.Tensor) -> None:
         rectifier = isinstance(module, RECTIFIERS) and output.dim() > 0
-        entry = _Output(path, rectifier, output.shape[0] if output.dim() else 1)
+        key = (path, rectifier, output.shape[0] if output.dim() else 1)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Output.of(*key)
         out = output.detach()
         if out.numel() < STACK_LIMIT:
             self._stash.add(out, entry)
@@ -196,10 +210,10 @@ class StepStats:
         scalars = self._record.scalars
         for row, entry in enumerate(entries):
             s, q = sums[row], squares[row]
-            scalars[f"activations_mean/{entry.path}"] = s / n
-            scalars[f"activations_std/{entry.path}"] = sample_std(q, n)
+            scalars[entry.mean_tag] = s / n
+            scalars[entry.std_tag] = sample_std(q, n)
             if entry.rectifier:
-                scalars[f"dead_relu/{entry.path}"] = dead[row] * entry.batch / n
+                scalars[entry.dead_tag] = dead[row] * entry.batch / n
 
     def _reduce_stash(self) -> None:
         for rows, entries in self._stash.take():
