@@ -61,6 +61,18 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
         self._views: dict[tuple, torch.Tensor] = {}  # made once: a view costs two ops
+        self._constants: dict[tuple, torch.Tensor] = {}  # tensors made once per shape
+
+    def lane_offsets(self, g: int, n: int, width: int, device: torch.device) -> torch.Tensor:
+        """A (g, n) int16 tensor, made once per shape: (row * LANES + column % LANES) *
+        width, where `cpu_counts` counts each row's lane of each value."""
+        key = ("lane offsets", g, n, width, device)
+        offsets = self._constants.get(key)
+        if offsets is None:
+            lane = torch.arange(LANES, dtype=torch.int16).repeat(n // LANES) * width
+            row = torch.arange(g, dtype=torch.int16).unsqueeze(1) * (LANES * width)
+            offsets = self._constants[key] = (row + lane).to(device)
+        return offsets
 
     def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:  # fmt: skip
@@ -167,6 +179,13 @@ def device_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, b
     return counts.scatter_add_(0, index.reshape(-1), ones).reshape(g, bins + 1)
 
 
+# Long rows' values are counted into this many histograms per row, value k into histogram
+# k mod LANES, then added up: consecutive equal bins no longer wait on each other's
+# increment of one counter. In one bincount for all rows, 8 lanes counted 8 rows of 65536
+# in 0.74 ms (int16, with the offsets' addition), one bincount per row in 0.86 ms (int8).
+LANES = 8
+
+
 def cpu_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, bins: int,
                scaled: torch.Tensor, workspace: Workspace) -> torch.Tensor:  # fmt: skip
     """`row_histograms`' counts with the bounds read on the host (free on the CPU): scales
@@ -186,7 +205,14 @@ def cpu_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, bins
     # In [0, bins]; truncation toward zero gives the bin. int8, int16 and int32 convert from
     # float32 several times faster than int64, and bincount takes them as they are (int8
     # counts 65536 values in 70 us, int16 in 115 us: a smaller type, a faster count). Long
-    # rows are counted one by one; short ones at once, offset per row.
+    # rows are counted in lanes where int16 holds the offsets, else one by one; short ones
+    # at once, offset per row.
+    n, width = rows.shape[1], bins + 1
+    if n >= 4096 and n % LANES == 0 and g * LANES * width <= 2**15:
+        index = workspace.take("index-lanes", rows.shape, torch.int16, rows.device).copy_(scaled)
+        index.add_(workspace.lane_offsets(g, n, width, rows.device))
+        counts = torch.bincount(index.view(-1), minlength=g * LANES * width)
+        return counts.view(g, LANES, width).sum(1)
     if (g == 1 or rows.shape[1] >= 4096) and bins < 2**15 - 1:
         small = torch.int8 if bins < 2**7 - 1 else torch.int16
         index = workspace.take(f"index-{small}", rows.shape, small, rows.device).copy_(scaled)
