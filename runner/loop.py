@@ -86,7 +86,7 @@ def _steps(cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callabl
         loss.backward()
         update = watch.observe(loss)  # False only under `skip`, for a non-finite step
         if logs:
-            stats.before_update(scalars, histograms)
+            stats.before_update(scalars, histograms, step)
         if update:
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -98,7 +98,7 @@ def _steps(cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callabl
         shown_loss = None
         if logs:
             extra = {"loss/train": loss} if scalars else {}
-            record = stats.finish(scalars, histograms, {**extra, **watch.logged()})
+            record = stats.finish(scalars, histograms, {**extra, **watch.logged()}, step)
             bad = watch.check_logged(step, record.scalars)  # seen for free: on the host already
             if scalars:
                 record.scalars["lr"] = lr

@@ -95,7 +95,12 @@ class ParamStats:
     before the update (for the update ratio), `take_weights` after it; the two takes return
     the shipments to copy to the host, and `emit` writes the tags once their values arrived.
     The tensors shipped are the pairs' and snapshots' own buffers: valid until the next
-    logging step takes into them."""
+    logging step takes into them.
+
+    Given the step numbers, a logging step that follows another (logging every step) takes
+    no snapshot of the pairs' and the tiny block's weights: the previous step's new weights,
+    still in their buffers, are these weights before the update (nothing else writes the
+    parameters between two steps). The takes then alternate between two sets of buffers."""
 
     def __init__(self, model: nn.Module, hist_bins: int, workspace: Workspace) -> None:
         self.params = unique_parameters(model)
@@ -112,13 +117,18 @@ class ParamStats:
                               if tiny for i in g]  # fmt: skip
         self._block: _TinyBlock | None = None  # made on first use, on the device
         self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
+        self._spare: tuple | None = None  # the other (pairs, block), made on first use
+        self._weights_step: int | None = None  # the step whose new weights the pairs hold
         self._snapshots: list[torch.Tensor | None] | None = None  # weights before the update
+        self._before: list[torch.Tensor | None] = []  # per group: this step's w_before
+        self._block_before: torch.Tensor | None = None  # the tiny block's w_before
         self._tag_cache: dict[tuple[str, ...], list[list[tuple[str, ...]]]] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget the step: nothing taken, nothing measured."""
         self._grads_held = False  # the small groups' gradients wait in their pairs
+        self._follows = False  # this step follows the step whose weights the pairs hold
         self._snapshot_taken = False
         self._histograms = False  # this step bins histograms
         self._updated = False  # this step measures the update ratio
@@ -130,18 +140,29 @@ class ParamStats:
         """The pairs of the small groups that are not tiny (None for the others), and the
         tiny block, made on first use."""
         if self._pairs is None:
-            self._pairs = [_Pair(len(g), self._numels[g[0]], device)
-                           if small and not tiny else None for g, small, tiny
-                           in zip(self._groups, self._small, self._tiny, strict=True)]  # fmt: skip
-            if self._tiny_members:
-                self._block = _TinyBlock(self._tiny_members, self._numels, device)
+            self._pairs, self._block = self._new_set(device)
         return self._pairs
 
-    def take_grads(self, histograms: bool) -> list[Shipment]:
-        """After backward: reduce the big groups' gradients now, hold the small groups' copies."""
+    def _new_set(self, device: torch.device) -> tuple[list[_Pair | None], _TinyBlock | None]:
+        """A set of buffers: the pairs (None for groups without one) and the tiny block."""
+        kinds = zip(self._groups, self._small, self._tiny, strict=True)
+        pairs = [_Pair(len(g), self._numels[g[0]], device) if small and not tiny else None
+                 for g, small, tiny in kinds]  # fmt: skip
+        members = self._tiny_members
+        return pairs, _TinyBlock(members, self._numels, device) if members else None
+
+    def take_grads(self, histograms: bool, step: int | None = None) -> list[Shipment]:
+        """After backward: reduce the big groups' gradients now, hold the small groups' copies
+        (in the other set of buffers when step `step - 1` was taken last: its weights stay)."""
         self._histograms = histograms
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in self.params]
         pairs = self._pairs_on(grads[0].device)
+        self._follows = step is not None and self._weights_step == step - 1
+        if self._follows:
+            if self._spare is None:
+                self._spare = self._new_set(grads[0].device)
+            self._spare, (self._pairs, self._block) = (self._pairs, self._block), self._spare
+            pairs = self._pairs
         shipments = []
         for g, group in enumerate(self._groups):
             if self._tiny[g]:
@@ -158,7 +179,9 @@ class ParamStats:
         return shipments
 
     def snapshot(self) -> None:
-        """The weights before the update, into buffers made once: the update ratio's w_before."""
+        """The weights before the update, the update ratio's w_before: copied into buffers
+        made once, or, on a step that follows the last one taken, the previous step's new
+        weights where the other set of buffers holds them."""
         weights = [p for p, _ in self.params]
         self._pairs_on(weights[0].device)
         if self._snapshots is None:
@@ -167,16 +190,26 @@ class ParamStats:
                       for g, tiny in zip(self._groups, self._tiny, strict=True)]  # fmt: skip
             self._snapshots = [None if shape is None else torch.empty(
                 shape, dtype=torch.float32, device=device) for shape in shapes]  # fmt: skip
-        for group, buffer in zip(self._groups, self._snapshots, strict=True):
-            if buffer is not None:
-                stacked([weights[i] for i in group], out=buffer)
-        if self._block is not None:
+        previous_pairs, previous_block = self._spare if self._follows else (None, None)
+        self._before = []
+        for g, (group, buffer) in enumerate(zip(self._groups, self._snapshots, strict=True)):
+            if previous_pairs is not None and previous_pairs[g] is not None:
+                self._before.append(previous_pairs[g].weights)
+            else:
+                if buffer is not None:
+                    stacked([weights[i] for i in group], out=buffer)
+                self._before.append(buffer)
+        if previous_block is not None:
+            self._block_before = previous_block.weights
+        elif self._block is not None:
             self._block.put([weights[i] for i in self._block.members], self._block.before)
+            self._block_before = self._block.before
         self._snapshot_taken = True
 
-    def take_weights(self, histograms: bool) -> list[Shipment]:
-        """After the update: reduce the weights (with the held gradients of small groups, and
-        the update ratio when a snapshot was taken)."""
+    def take_weights(self, histograms: bool, step: int | None = None) -> list[Shipment]:
+        """After the update of step `step`: reduce the weights (with the held gradients of
+        small groups, and the update ratio when a snapshot was taken)."""
+        self._weights_step = step
         self._histograms = histograms
         weights = [p for p, _ in self.params]
         pairs = self._pairs_on(weights[0].device)
@@ -208,7 +241,7 @@ class ParamStats:
         self._updated |= update
         prefixes = ("grads", "weights") if self._grads_held else ("weights",)
         rows = block.both if self._grads_held else block.weights
-        whole = [rows, block.before] if update else [rows]
+        whole = [rows, self._block_before] if update else [rows]
         return Shipment([], self._block_finisher(prefixes, update), whole, host_rows=True,
                         host_bins=self.hist_bins if self._histograms else None,
                         host_lengths=block.lengths * len(prefixes))  # fmt: skip
@@ -219,7 +252,7 @@ class ParamStats:
         k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖²."""
         update = weights is not None and self._snapshot_taken
         self._updated |= update
-        before = self._snapshots[g] if update else None
+        before = self._before[g] if update else None
         workspace = self._workspace
         pieces = [*row_moments(rows, workspace)]
         if self._histograms:

@@ -219,26 +219,29 @@ class StepStats:
         for rows, entries in self._stash.take():
             self._ship_outputs(rows, entries)
 
-    def before_update(self, scalars: bool, histograms: bool) -> None:
+    def before_update(self, scalars: bool, histograms: bool, step: int | None = None) -> None:
         """After backward: the layer outputs' and the gradients' statistics (big groups
-        reduced now, small ones copied for `finish`); snapshot weights for ‖Δw‖."""
+        reduced now, small ones copied for `finish`); snapshot weights for ‖Δw‖. `step`:
+        the training step (a step that follows the last one measured needs fewer copies)."""
         self._armed = False  # the forward pass is over: hooks stay for the next step
         self._reduce_stash()
         with torch.no_grad():
-            self._shipped += self._params.take_grads(histograms)
+            self._shipped += self._params.take_grads(histograms, step)
             if scalars:
                 self._params.snapshot()
 
-    def finish(self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor]) -> StepRecord:
+    def finish(self, scalars: bool, histograms: bool, extra: dict[str, torch.Tensor],
+               step: int | None = None) -> StepRecord:  # fmt: skip
         """After the optimizer step: weight statistics, update ratios and weight histograms (all
         of the weights the step produced), then the one host copy.
 
-        `extra` holds more scalar tensors to ship in the same copy (the loss, the lr).
+        `extra` holds more scalar tensors to ship in the same copy (the loss, the lr); `step`
+        is the one `before_update` was given.
         """
         self._reduce_stash()
         with torch.no_grad():
             if scalars or histograms:
-                self._shipped += self._params.take_weights(histograms)
+                self._shipped += self._params.take_weights(histograms, step)
             for tag, value in extra.items():
                 self._shipped.append(
                     Shipment([value.detach().reshape(1)], self._scalar_finisher(tag))

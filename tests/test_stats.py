@@ -195,3 +195,31 @@ def test_bfloat16_parameters_are_measured_in_float32_copies():
         h = record.histograms[f"weights/{name}"]
         assert (h.min, h.max) == (param.min().item(), param.max().item())
         assert h.num == param.numel() == h.bucket_counts.sum()
+
+
+def test_update_ratios_of_consecutive_logging_steps_are_each_steps_own():
+    # A step that follows the last one measured takes w_before from the buffers that hold
+    # that step's new weights (two sets of them, alternating); a gap takes a fresh
+    # snapshot. Every kind of group: tiny (biases), paired (600 x 8), alone (the big one).
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 600), torch.nn.ReLU(),
+                              torch.nn.Linear(600, 1800), torch.nn.Linear(1800, 1))  # fmt: skip
+    assert net[2].weight.numel() >= STACK_LIMIT
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    stats = StepStats(net, hist_bins=8)
+    for step in range(1, 8):
+        x, y = torch.randn(16, 8), torch.randn(16, 1)
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        if step == 4:  # not a logging step: the weights move without being measured
+            optimizer.step()
+            continue
+        stats.before_update(scalars=True, histograms=step % 2 == 0, step=step)
+        optimizer.step()
+        s = stats.finish(scalars=True, histograms=step % 2 == 0, extra={}, step=step).scalars
+        for name, param in net.named_parameters():
+            new, old = param.detach().double(), before[name].double()
+            expected = ((new - old).norm() / old.norm()).item()
+            assert s[f"update_ratio/{name}"] == pytest.approx(expected, rel=1e-4), (step, name)
+            assert s[f"weights_norm/{name}"] == pytest.approx(new.norm().item(), rel=1e-6)
