@@ -100,6 +100,8 @@ def _reduce_on_host(values: np.ndarray, shipments: list[Shipment],
     layout = tuple(_segment_lengths(s) for s in shipments)
     lengths = _LENGTHS.get(layout)
     if lengths is None:  # the same every logging step: made once
+        if len(_LENGTHS) >= 64:  # a process that trains many models: forget the old ones
+            _LENGTHS.clear()
         lengths = _LENGTHS[layout] = np.array([n for part in layout for n in part])
     answer, end = host_segments(values, lengths, bins), 0
     for part in layout:

@@ -63,15 +63,18 @@ class Workspace:
         self._views: dict[tuple, torch.Tensor] = {}  # made once: a view costs two ops
         self._constants: dict[tuple, torch.Tensor] = {}  # tensors made once per shape
 
-    def lane_offsets(self, g: int, n: int, width: int, device: torch.device) -> torch.Tensor:
-        """A (g, n) int16 tensor, made once per shape: (row * LANES + column % LANES) *
-        width, where `cpu_counts` counts each row's lane of each value."""
-        key = ("lane offsets", g, n, width, device)
+    def lane_offsets(self, g: int, chunk: int, width: int, device: torch.device) -> torch.Tensor:
+        """A (g, 1, chunk) int16 tensor, made once: (row * LANES + column % LANES) * width,
+        added to a row's values viewed as (n / chunk, chunk), where `cpu_counts` counts
+        each row's lane of each value. `chunk` is a multiple of LANES; a short one (8)
+        makes the addition 10x slower than a long one (1024: as fast as full-size offsets,
+        without their memory)."""
+        key = ("lane offsets", g, chunk, width, device)
         offsets = self._constants.get(key)
         if offsets is None:
-            lane = torch.arange(LANES, dtype=torch.int16).repeat(n // LANES) * width
-            row = torch.arange(g, dtype=torch.int16).unsqueeze(1) * (LANES * width)
-            offsets = self._constants[key] = (row + lane).to(device)
+            lane = torch.arange(chunk, dtype=torch.int16) % LANES
+            row = torch.arange(g, dtype=torch.int16).view(g, 1, 1) * LANES
+            offsets = self._constants[key] = ((row + lane) * width).to(device)
         return offsets
 
     def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
@@ -210,7 +213,9 @@ def cpu_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, bins
     n, width = rows.shape[1], bins + 1
     if n >= 4096 and n % LANES == 0 and g * LANES * width <= 2**15:
         index = workspace.take("index-lanes", rows.shape, torch.int16, rows.device).copy_(scaled)
-        index.add_(workspace.lane_offsets(g, n, width, rows.device))
+        chunk = math.gcd(n, 4096)  # offsets for this many columns, broadcast over the rest
+        offsets = workspace.lane_offsets(g, chunk, width, rows.device)
+        index.view(g, n // chunk, chunk).add_(offsets)
         counts = torch.bincount(index.view(-1), minlength=g * LANES * width)
         return counts.view(g, LANES, width).sum(1)
     if (g == 1 or rows.shape[1] >= 4096) and bins < 2**15 - 1:
