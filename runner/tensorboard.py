@@ -61,7 +61,7 @@ class RunWriter:
         self._writer = None
         self._held: list[tuple[int, float, StepRecord]] = []  # written before anything else
         self._encoder = SummaryEncoder()  # keeps each tag's header bytes
-        self._batch: list[tuple[int, float, bytes]] = []  # (step, wall time, event) to hand over
+        self._batch: list[tuple[int, float, Any]] = []  # (step, wall time, Event) to hand over
         self._handed_over = 0.0  # time.monotonic() of the last handover
 
     @property
@@ -97,24 +97,26 @@ class RunWriter:
                 or time.monotonic() - self._handed_over >= HANDOVER_SECONDS):  # fmt: skip
             self._hand_over()
 
-    def _event(self, record: StepRecord) -> bytes:
+    def _event(self, record: StepRecord):
         """An Event holding the record's one Summary, serialized by our encoder (protobuf's
-        field-by-field API cost 8x more)."""
-        return event_bytes(self._encoder.encode(record.scalars, record.histograms))
+        field-by-field API cost 8x more) and read back by protobuf's parser: a bad byte
+        fails here, at its step, not in TensorBoard or at a later handover."""
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        return Event.FromString(
+            event_bytes(self._encoder.encode(record.scalars, record.histograms))
+        )
 
     def _hand_over(self) -> None:
         """Give the held and batched events to the SummaryWriter, which stamps each with its
-        step and wall time and writes it on its thread. protobuf's parser reads each back
-        first: a bad byte fails here, not in TensorBoard."""
+        step and wall time and writes it on its thread."""
         if not (self._batch or self._held):
             return
-        from tensorboard.compat.proto.event_pb2 import Event
-
         file_writer = self.writer.file_writer  # opening it puts the held events first
         batch, self._batch = self._batch, []
         self._handed_over = time.monotonic()
-        for step, wall, data in batch:
-            file_writer.add_event(Event.FromString(data), step, wall)
+        for step, wall, event in batch:
+            file_writer.add_event(event, step, wall)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """One scalar outside a logging step (the validation loss)."""
