@@ -74,6 +74,7 @@ class _TinyBlock:
     def __init__(self, members: list[int], numels: list[int], device: torch.device) -> None:
         self.members = members  # unique tensor indices, in the block's order
         self.lengths = [numels[i] for i in members]
+        self.starts = np.cumsum([0, *self.lengths[:-1]])  # each member's first value
         self.buffer = torch.empty(3, sum(self.lengths), dtype=torch.float32, device=device)
         self.grads, self.weights, self.before = self.buffer.unbind()
         self.both = self.buffer[:2]  # gradients, then weights: segments of the same lengths
@@ -282,7 +283,6 @@ class ParamStats:
         """Files the tiny block's segments as reduced on the host (`host_segments`) as
         `_finisher` does, with the update ratio from its new weights and snapshot (float64)."""
         histograms, block = self._histograms, self._block
-        starts = np.cumsum([0, *block.lengths[:-1]])
 
         def finish(values: list[np.ndarray]) -> None:
             reduced = values[-1]
@@ -290,8 +290,8 @@ class ParamStats:
             if update:
                 new = values[0][-block.weights.numel() :].astype(np.float64)
                 old = values[1].astype(np.float64)
-                ratio = (np.add.reduceat(np.square(new - old), starts).tolist(),
-                         np.add.reduceat(np.square(old), starts).tolist())  # fmt: skip
+                ratio = (np.add.reduceat(np.square(new - old), block.starts).tolist(),
+                         np.add.reduceat(np.square(old), block.starts).tolist())  # fmt: skip
             hist = None
             if histograms:
                 hist = (reduced[2].tolist(), reduced[3].tolist(), reduced[4])
