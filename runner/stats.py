@@ -55,9 +55,9 @@ class _Output:
     path: str
     rectifier: bool  # a ReLU: count its dead units
     batch: int  # samples in the output (its first dimension)
-    mean_tag: str = ""
-    std_tag: str = ""
-    dead_tag: str = ""
+    mean_tag: str
+    std_tag: str
+    dead_tag: str
 
     @classmethod
     def of(cls, path: str, rectifier: bool, batch: int) -> _Output:

@@ -85,7 +85,8 @@ class RunWriter:
         """Keep `record` to write first with the next write, or at `flush` or `close`: the
         statistics at initialisation are measured before training and need not make the
         first step wait for the writer."""
-        self._held.append((step, time.time(), record))
+        if record.scalars or record.histograms:  # as `record`: an empty one writes nothing
+            self._held.append((step, time.time(), record))
 
     def record(self, step: int, record: StepRecord) -> None:
         """Every scalar and histogram of one logging step, as one event (handed to the
