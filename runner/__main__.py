@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import sys
 
+from runner import start_up
 from runner.launchers import (
     start_joblib_workers,
     start_joblib_workers_from_argv,
     stop_workers,
 )
 
-if __name__ == "__main__":  # a joblib sweep's worker server imports while Hydra does
-    start_joblib_workers_from_argv(sys.argv[1:])
+if __name__ == "__main__":
+    start_up.pause()  # no garbage collection while the imports run (runner/start_up.py)
+    start_joblib_workers_from_argv(sys.argv[1:])  # its worker server imports while Hydra does
 
 import logging  # noqa: E402 (the imports below come after the worker server has started)
 import os  # noqa: E402
@@ -171,9 +173,12 @@ if __name__ == "__main__":
     try:
         # Hydra reports a bad config over several lines and exits 1; composing first gives
         # one line, 2.
-        launcher = exit_on_user_error(check_command_line)(sys.argv[1:])
+        launcher, trains_here = exit_on_user_error(check_command_line)(sys.argv[1:])
         # A multirun on the joblib launcher: its worker server starts now, if not already.
         parallel = launcher is not None and start_joblib_workers(launcher)
+        if trains_here:  # before Hydra composes the job, so no job's objects are frozen
+            start_up.import_training_modules()
+        start_up.resume()
         main()
     except (KeyboardInterrupt, SystemExit) as stop:
         # A job (a run's, or a sequential sweep's) prints its own line for Ctrl-C and exits

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import DictConfig
 
@@ -18,9 +19,19 @@ from runner.config_errors import first_lines
 from runner.errors import ConfigError
 
 
-def check_command_line(argv: Sequence[str]) -> DictConfig | None:
+class Plan(NamedTuple):
+    """What a checked command line will do."""
+
+    launcher: DictConfig | None  # a multirun's hydra.launcher (how its jobs start), else None
+    trains_here: bool  # a job trains in this process: a run, or a sweep on the basic launcher
+
+
+NOTHING_CHECKED = Plan(None, False)  # no job: --help, --info, --cfg, a usage error (Hydra's)
+
+
+def check_command_line(argv: Sequence[str]) -> Plan:
     """Compose what `python -m runner ARGV` would run, raising ConfigError for a bad config;
-    return a multirun's `hydra.launcher` config (how its jobs will start), else None.
+    return what it will do (`Plan`).
 
     Hydra reports its own composition errors over several lines and exits with 1, from
     inside `@hydra.main`; composing first gives the runner's one line and exit code 2.
@@ -39,11 +50,14 @@ def check_command_line(argv: Sequence[str]) -> DictConfig | None:
     try:
         args, unknown = parser.parse_known_args(list(argv))
     except argparse.ArgumentError:
-        return None  # Hydra prints its own usage error
-    if unknown or args.help or args.hydra_help or args.info or args.shell_completion:
-        return None
+        return NOTHING_CHECKED  # Hydra prints its own usage error
+    if unknown or args.help or args.hydra_help:
+        return NOTHING_CHECKED
+    _one_command(args)
+    if args.info or args.shell_completion:
+        return NOTHING_CHECKED
     if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
-        return None  # another primary config folder, or a pickled config: nothing of ours to check
+        return NOTHING_CHECKED  # another primary config folder, or a pickled config
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
     if not args.multirun:
@@ -52,11 +66,26 @@ def check_command_line(argv: Sequence[str]) -> DictConfig | None:
         check_no_new_variables(cfg, overrides, name, config_dir)
         job_config(cfg, overrides)
         check_output_dir(run_dir, "hydra.run.dir")
-        return None
+        return NOTHING_CHECKED if args.cfg else Plan(None, True)  # --cfg only prints
     launcher, jobs = _covering_jobs(overrides, name, config_dir)
     for job in jobs:
         compose(job, name, config_dir)
-    return None if args.cfg else launcher  # --cfg prints the config and launches nothing
+    if args.cfg:
+        return NOTHING_CHECKED  # --cfg prints the config and launches nothing
+    return Plan(launcher, launcher.get("_target_") == BASIC_LAUNCHER)
+
+
+# Hydra's flags of which a command line may give one (Hydra's own message is a traceback).
+COMMANDS = {"run": "--run (-r)", "multirun": "--multirun (-m)", "cfg": "--cfg (-c)",
+            "info": "--info (-i)", "shell_completion": "--shell-completion (-sc)"}  # fmt: skip
+
+
+def _one_command(args) -> None:
+    """A ConfigError when the parsed command line gives more than one of COMMANDS."""
+    given = [flag for key, flag in COMMANDS.items() if getattr(args, key) not in (None, False)]
+    if len(given) > 1:
+        choices = ", ".join(COMMANDS.values())
+        raise ConfigError(f"command line: {' and '.join(given)} together: give one of {choices}")
 
 
 def _planned_dir(cfg: DictConfig, mode: str) -> str | None:
@@ -96,6 +125,8 @@ def check_output_dir(folder: str | Path | None, key: str) -> None:
 
 # Hydra's default sweeper: its grid comes from the command line and hydra.sweeper.params.
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# Hydra's default launcher: it runs the jobs one after another in this process.
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 def _covering_jobs(

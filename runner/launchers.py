@@ -30,10 +30,13 @@ from typing import Any
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 JOBLIB_OVERRIDE = "hydra/launcher=joblib"
 
-# What a job imports before its first step, after the server's Ctrl-C handler. A module the
-# server cannot import is skipped: multiprocessing's forkserver ignores ImportError there.
+# What a job imports before its first step, after the server's Ctrl-C handler and with the
+# garbage collector off; the last one collects and freezes what they made (start_up.py). A
+# module the server cannot import is skipped: multiprocessing's forkserver ignores
+# ImportError there.
 WORKER_MODULES = ("runner.worker_server", "runner.__main__", "runner.train", "runner.faults",
-                  "runner.sweep", "torch._dynamo", "torch.utils.tensorboard")  # fmt: skip
+                  "runner.sweep", "torch._dynamo", "torch.utils.tensorboard",
+                  "runner.worker_preloaded")  # fmt: skip
 
 _started = False  # the server runs and loky uses it
 

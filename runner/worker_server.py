@@ -1,5 +1,7 @@
 """Imported first by a joblib sweep's worker server (runner/launchers.py), before torch.
 
+It turns the garbage collector off for the server's imports (runner/start_up.py).
+
 A Ctrl-C reaches the whole process group, the server too, which spends its first
 seconds importing torch and the runner: Python would end it with the interrupted
 import's traceback. With this handler the server ends quietly. Its workers, forked
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import signal
 
+from runner import start_up
+
 _SERVER = os.getpid()
 
 
@@ -22,3 +26,4 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 signal.signal(signal.SIGINT, _interrupt)
+start_up.pause()  # until runner.worker_preloaded, the last of the server's imports

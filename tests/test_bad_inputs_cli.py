@@ -148,6 +148,8 @@ CASES = [
     train("unknown-optim-option", "optim=adma", words=("optim=adma", "valid:", "'adam'")),
     train("unknown-experiment-option", "experiment=init_swep",
           words=("experiment=init_swep", "valid:", "'init_sweep'")),
+    train("two-commands", "--cfg", "job", "-m", "seed=0,1",
+          words=("command line: --multirun (-m) and --cfg (-c) together", "give one of")),
     train("plus-on-a-group-in-the-defaults", "+experiment=init_sweep",
           words=("command line: +experiment=init_sweep", "write experiment=init_sweep")),
     # --- unknown keys, in each group ---

@@ -26,8 +26,9 @@ PROBE = textwrap.dedent("""
 
 
     def worker_state():
-        import os, sys
-        return {"preloaded": "torch._dynamo" in sys.modules, "pid": os.getpid()}
+        import gc, os, sys
+        return {"preloaded": "torch._dynamo" in sys.modules, "pid": os.getpid(),
+                "collector_on": gc.isenabled(), "frozen": gc.get_freeze_count()}
 
 
     if __name__ == "__main__":
@@ -49,10 +50,14 @@ def test_joblib_workers_start_with_the_runner_imported(tmp_path):
     assert forked["started"] is True
     assert all(state["preloaded"] for state in forked["states"])
     assert 1 <= len({state["pid"] for state in forked["states"]}) <= 2  # 2 workers, reused
+    # The server froze what it imported (runner/start_up.py): a collection in a worker (loky
+    # makes one after a job) does not scan it. The collector is back on for the jobs.
+    assert all(state["collector_on"] for state in forked["states"])
+    assert all(state["frozen"] > 100_000 for state in forked["states"])
     # Loky's own workers (the launcher's default) start bare and import it all per worker.
     spawned = _probe(tmp_path, "loky")
     assert spawned["started"] is False
-    assert not any(state["preloaded"] for state in spawned["states"])
+    assert not any(state["preloaded"] or state["frozen"] for state in spawned["states"])
 
 
 def test_only_a_joblib_multirun_command_line_starts_the_server_before_composing(monkeypatch):
