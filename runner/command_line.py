@@ -53,11 +53,12 @@ def check_command_line(argv: Sequence[str]) -> Plan:
         return NOTHING_CHECKED  # Hydra prints its own usage error
     if unknown or args.help or args.hydra_help:
         return NOTHING_CHECKED
+    if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
+        return NOTHING_CHECKED  # another primary config folder, or a pickled config (Hydra
+        # then ignores the other flags)
     _one_command(args)
     if args.info or args.shell_completion:
         return NOTHING_CHECKED
-    if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
-        return NOTHING_CHECKED  # another primary config folder, or a pickled config
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
     if not args.multirun:

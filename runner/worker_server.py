@@ -27,3 +27,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 signal.signal(signal.SIGINT, _interrupt)
 start_up.pause()  # until runner.worker_preloaded, the last of the server's imports
+# The forkserver skips a preload that fails to import: should the last one fail, each
+# worker still turns the collector back on (collect, freeze) before its first job.
+os.register_at_fork(after_in_child=start_up.resume)

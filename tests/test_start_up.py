@@ -16,8 +16,10 @@ WATCH_JOBS = textwrap.dedent("""
     import runner.train
 
     def watched(*args, **kwargs):
+        cfg = args[0]  # gc.get_objects() lists only objects that are not frozen
         print("JOB " + json.dumps({"collector_on": gc.isenabled(),
                                    "frozen": gc.get_freeze_count(),
+                                   "config_unfrozen": any(o is cfg for o in gc.get_objects()),
                                    "dynamo_imported": "torch._dynamo" in sys.modules}))
         return train(*args, **kwargs)
 
@@ -36,7 +38,7 @@ def _jobs(tmp_path, *overrides: str) -> list[dict]:
 
 def test_a_run_trains_with_the_collector_on_and_its_imports_frozen(tmp_path):
     (job,) = _jobs(tmp_path, f"hydra.run.dir={tmp_path / 'run'}")
-    assert job["collector_on"]
+    assert job["collector_on"] and job["config_unfrozen"]
     assert job["dynamo_imported"]  # imported before the freeze, not by the optimizer after it
     assert job["frozen"] > 100_000  # torch's and Hydra's objects: never scanned again
 
@@ -46,7 +48,7 @@ def test_a_sequential_sweep_freezes_nothing_of_its_jobs(tmp_path):
     and optimizer stay collectable after it ends."""
     jobs = _jobs(tmp_path, "-m", "seed=0,1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert len(jobs) == 3
-    assert all(job["collector_on"] for job in jobs)
+    assert all(job["collector_on"] and job["config_unfrozen"] for job in jobs)
     assert jobs[0]["frozen"] > 100_000
     # A frozen object can still be freed (its count drops), but none is added after job 0.
     frozen = [job["frozen"] for job in jobs]
