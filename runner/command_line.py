@@ -26,7 +26,7 @@ class Plan(NamedTuple):
     trains_here: bool  # a job trains in this process: a run, or a sweep on the basic launcher
 
 
-NOTHING_CHECKED = Plan(None, False)  # no job: --help, --info, --cfg, a usage error (Hydra's)
+NO_JOB_HERE = Plan(None, False)  # --help, --info, --cfg (checked, then only printed), ...
 
 
 def check_command_line(argv: Sequence[str]) -> Plan:
@@ -50,15 +50,15 @@ def check_command_line(argv: Sequence[str]) -> Plan:
     try:
         args, unknown = parser.parse_known_args(list(argv))
     except argparse.ArgumentError:
-        return NOTHING_CHECKED  # Hydra prints its own usage error
+        return NO_JOB_HERE  # Hydra prints its own usage error
     if unknown or args.help or args.hydra_help:
-        return NOTHING_CHECKED
+        return NO_JOB_HERE
+    # Another primary config folder, or a pickled config (Hydra then ignores other flags).
     if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
-        return NOTHING_CHECKED  # another primary config folder, or a pickled config (Hydra
-        # then ignores the other flags)
+        return NO_JOB_HERE
     _one_command(args)
     if args.info or args.shell_completion:
-        return NOTHING_CHECKED
+        return NO_JOB_HERE
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
     if not args.multirun:
@@ -67,12 +67,12 @@ def check_command_line(argv: Sequence[str]) -> Plan:
         check_no_new_variables(cfg, overrides, name, config_dir)
         job_config(cfg, overrides)
         check_output_dir(run_dir, "hydra.run.dir")
-        return NOTHING_CHECKED if args.cfg else Plan(None, True)  # --cfg only prints
+        return NO_JOB_HERE if args.cfg else Plan(None, True)  # --cfg only prints
     launcher, jobs = _covering_jobs(overrides, name, config_dir)
     for job in jobs:
         compose(job, name, config_dir)
     if args.cfg:
-        return NOTHING_CHECKED  # --cfg prints the config and launches nothing
+        return NO_JOB_HERE  # --cfg prints the config and launches nothing
     return Plan(launcher, launcher.get("_target_") == BASIC_LAUNCHER)
 
 
