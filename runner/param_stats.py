@@ -104,7 +104,8 @@ class ParamStats:
     parameters between two steps). The takes then alternate between two sets of buffers."""
 
     def __init__(self, model: nn.Module, hist_bins: int, workspace: Workspace) -> None:
-        self.params = unique_parameters(model)
+        # A tensor of no values has no norm, std or histogram: it gets no tags.
+        self.params = [(p, names) for p, names in unique_parameters(model) if p.numel()]
         self.hist_bins = hist_bins
         self._workspace = workspace
         self._groups = shape_groups([tuple(p.shape) for p, _ in self.params])
@@ -156,6 +157,8 @@ class ParamStats:
         """After backward: reduce the big groups' gradients now, hold the small groups' copies
         (in the other set of buffers when step `step - 1` was taken last: its weights stay)."""
         self._histograms = histograms
+        if not self.params:
+            return []
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in self.params]
         pairs = self._pairs_on(grads[0].device)
         self._follows = step is not None and self._weights_step == step - 1
@@ -184,6 +187,8 @@ class ParamStats:
         made once, or, on a step that follows the last one taken, the previous step's new
         weights where the other set of buffers holds them."""
         weights = [p for p, _ in self.params]
+        if not weights:
+            return
         self._pairs_on(weights[0].device)
         if self._snapshots is None:
             device = weights[0].device
@@ -213,6 +218,8 @@ class ParamStats:
         self._weights_step = step
         self._histograms = histograms
         weights = [p for p, _ in self.params]
+        if not weights:
+            return []
         pairs = self._pairs_on(weights[0].device)
         shipments = []
         for g, group in enumerate(self._groups):
@@ -338,7 +345,7 @@ class ParamStats:
                     ratio = math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12)
                     for (tag,) in tensor_tags:
                         scalars_of[tag] = ratio
-        if self._histograms:
+        if self._histograms and tables:
             self._emit_histograms(tables, histograms_of)
 
     def _tags(self, *kinds: str) -> list[list[tuple[str, ...]]]:

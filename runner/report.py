@@ -56,15 +56,16 @@ def parameter_table(model: nn.Module, init: dict[str, str]) -> str:
     for name, param in model.named_parameters(remove_duplicate=False):
         values = param.detach().float()
         std = values.std().item() if values.numel() > 1 else 0.0
+        numbers = ([values.mean().item(), std, values.min().item(), values.max().item(),
+                    (values == 0).float().mean().item()] if values.numel()
+                   else [None] * 5)  # a tensor of no values: nothing to describe  # fmt: skip
         rows.append([
             name, tuple(param.shape), str(param.dtype).removeprefix("torch."), str(param.device),
-            init.get(name, "PyTorch default"), ", ".join(tied[name]) or "-",
-            values.mean().item(), std, values.min().item(), values.max().item(),
-            (values == 0).float().mean().item(),
+            init.get(name, "PyTorch default"), ", ".join(tied[name]) or "-", *numbers,
         ])  # fmt: skip
     headers = ["name", "shape", "dtype", "device", "init", "tied with",
                "mean", "std", "min", "max", "zero"]  # fmt: skip
-    return tabulate(rows, headers, floatfmt=".4g", disable_numparse=[0])
+    return tabulate(rows, headers, floatfmt=".4g", disable_numparse=[0], missingval="-")
 
 
 def parameter_counts(model: nn.Module) -> str:

@@ -149,8 +149,8 @@ class StepStats:
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         where = self._places.get(id(module))  # None: not one of our layers (the loss, a container)
         if not (where and self._armed and isinstance(output, torch.Tensor)
-                and output.is_floating_point()):  # fmt: skip
-            return
+                and output.is_floating_point() and output.numel()):  # fmt: skip
+            return  # (an output of no values has no mean or std)
         index = self._calls.get(id(module), 0)
         self._calls[id(module)] = index + 1
         self._add_output(where[min(index, len(where) - 1)], module, output)
@@ -158,7 +158,7 @@ class StepStats:
     def add_calls(self, calls: list[LayerCall]) -> None:
         """Activation statistics of layer calls recorded elsewhere (the probe at step 0)."""
         for call in calls:
-            if call.output.is_floating_point():
+            if call.output.is_floating_point() and call.output.numel():
                 self._add_output(call.path, call.module, call.output)
 
     def _add_output(self, path: str, module: nn.Module, output: torch.Tensor) -> None:

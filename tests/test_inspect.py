@@ -41,6 +41,15 @@ def test_statistics_in_the_table_are_the_parameters(capsys):
     assert "constant(val=1)" in row
 
 
+def test_table_describes_a_tensor_of_no_values_with_dashes_and_keeps_the_numbers():
+    net = torch.nn.Linear(2, 2)
+    net.register_parameter("empty", torch.nn.Parameter(torch.empty(3, 0)))
+    lines = report.parameter_table(net, {}).splitlines()
+    assert lines[-1].split()[-5:] == ["-"] * 5
+    weight = next(line for line in lines if line.startswith("weight")).split()
+    assert float(weight[-3]) == pytest.approx(net.weight.min().item(), rel=1e-3)  # not a str
+
+
 def test_tied_model_marks_sharing_and_counts(capsys):
     out = inspect_output(capsys, "model=deep_mlp", "tying=hidden", "init=normal")
     assert (

@@ -223,3 +223,28 @@ def test_update_ratios_of_consecutive_logging_steps_are_each_steps_own():
             expected = ((new - old).norm() / old.norm()).item()
             assert s[f"update_ratio/{name}"] == pytest.approx(expected, rel=1e-4), (step, name)
             assert s[f"weights_norm/{name}"] == pytest.approx(new.norm().item(), rel=1e-6)
+
+
+def test_parameters_and_outputs_of_no_values_get_no_tags_and_the_others_theirs():
+    # A custom module may hold a tensor of no values (a (3, 0) weight): it has no norm,
+    # std or histogram, so it gets no tags, and the step's other numbers are unchanged.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    net.register_parameter("empty", torch.nn.Parameter(torch.empty(3, 0)))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    stats = StepStats(net, hist_bins=8)
+    for step in range(3):  # consecutive logging steps: the alternating buffers too
+        stats.start(activations=True)
+        loss = net(torch.randn(5, 4)).square().mean()
+        loss.backward()
+        stats.before_update(scalars=True, histograms=True, step=step)
+        optimizer.step()
+        record = stats.finish(scalars=True, histograms=True, extra={}, step=step)
+        assert not [tag for tag in [*record.scalars, *record.histograms] if "empty" in tag]
+        assert record.scalars["weights_norm/2.weight"] == pytest.approx(net[2].weight.norm().item())
+        assert record.histograms["grads/0.bias"].num == 3
+    only_empty = torch.nn.Module()
+    only_empty.register_parameter("empty", torch.nn.Parameter(torch.empty(0)))
+    stats = StepStats(only_empty, hist_bins=8)
+    stats.before_update(scalars=True, histograms=True)
+    assert stats.finish(scalars=True, histograms=True, extra={}) is not None
