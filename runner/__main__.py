@@ -18,9 +18,11 @@ from runner.launchers import (
     start_joblib_workers_from_argv,
     stop_workers,
 )
+from runner.pipes import survive_closed_readers
 
 if __name__ == "__main__":
     start_up.pause()  # no garbage collection while the imports run (runner/start_up.py)
+    survive_closed_readers()  # `| head`: the run goes on, its console to os.devnull
     start_joblib_workers_from_argv(sys.argv[1:])  # its worker server imports while Hydra does
 
 import logging  # noqa: E402 (the imports below come after the worker server has started)

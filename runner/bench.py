@@ -275,4 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from runner.pipes import survive_closed_readers
+
+    survive_closed_readers()  # `| head`: no traceback when the reader leaves
     main()

@@ -280,4 +280,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    from runner.pipes import survive_closed_readers
+
+    survive_closed_readers()  # `| head`: no traceback when the reader leaves
     main(sys.argv[1:])

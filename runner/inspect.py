@@ -96,4 +96,7 @@ def _raw_param(overrides: Sequence[str], composed: object) -> str | None:
 
 
 if __name__ == "__main__":
+    from runner.pipes import survive_closed_readers
+
+    survive_closed_readers()  # `| head`: no traceback when the reader leaves
     main(sys.argv[1:])

@@ -267,4 +267,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    from runner.pipes import survive_closed_readers
+
+    survive_closed_readers()  # `| head`: no traceback when the reader leaves
     main(sys.argv[1:])

@@ -1,6 +1,8 @@
 """Imported first by a joblib sweep's worker server (runner/launchers.py), before torch.
 
-It turns the garbage collector off for the server's imports (runner/start_up.py).
+It turns the garbage collector off for the server's imports (runner/start_up.py), and
+makes the standard streams survive a reader that leaves (runner/pipes.py): the workers
+log to the sweep's stdout.
 
 A Ctrl-C reaches the whole process group, the server too, which spends its first
 seconds importing torch and the runner: Python would end it with the interrupted
@@ -15,6 +17,7 @@ import os
 import signal
 
 from runner import start_up
+from runner.pipes import survive_closed_readers
 
 _SERVER = os.getpid()
 
@@ -26,6 +29,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 signal.signal(signal.SIGINT, _interrupt)
+survive_closed_readers()  # `python -m runner -m ... | head`: the workers' jobs go on
 start_up.pause()  # until runner.worker_preloaded, the last of the server's imports
 # The forkserver skips a preload that fails to import: should the last one fail, each
 # worker still turns the collector back on (collect, freeze) before its first job.
