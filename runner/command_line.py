@@ -82,11 +82,15 @@ COMMANDS = {"run": "--run (-r)", "multirun": "--multirun (-m)", "cfg": "--cfg (-
 
 
 def _one_command(args) -> None:
-    """A ConfigError when the parsed command line gives more than one of COMMANDS."""
+    """A ConfigError when the parsed command line gives more than one of COMMANDS, or
+    --resolve without --cfg (Hydra's ValueError: it only changes what --cfg prints)."""
     given = [flag for key, flag in COMMANDS.items() if getattr(args, key) not in (None, False)]
     if len(given) > 1:
         choices = ", ".join(COMMANDS.values())
         raise ConfigError(f"command line: {' and '.join(given)} together: give one of {choices}")
+    if args.resolve and args.cfg is None:
+        raise ConfigError("command line: --resolve resolves what --cfg prints: give it with "
+                          "--cfg job, --cfg hydra or --cfg all")  # fmt: skip
 
 
 def _planned_dir(cfg: DictConfig, mode: str) -> str | None:

@@ -150,6 +150,8 @@ CASES = [
           words=("experiment=init_swep", "valid:", "'init_sweep'")),
     train("two-commands", "--cfg", "job", "-m", "seed=0,1",
           words=("command line: --multirun (-m) and --cfg (-c) together", "give one of")),
+    train("resolve-without-cfg", "--resolve", "seed=1",
+          words=("command line: --resolve", "--cfg job, --cfg hydra or --cfg all")),
     train("plus-on-a-group-in-the-defaults", "+experiment=init_sweep",
           words=("command line: +experiment=init_sweep", "write experiment=init_sweep")),
     # --- unknown keys, in each group ---
