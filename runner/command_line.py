@@ -44,6 +44,7 @@ def check_command_line(argv: Sequence[str]) -> Plan:
     import argparse
 
     from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself uses
+    from hydra.types import RunMode
 
     parser = get_args_parser()
     parser.exit_on_error = False
@@ -61,13 +62,15 @@ def check_command_line(argv: Sequence[str]) -> Plan:
         return NO_JOB_HERE
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
-    if not args.multirun:
+    # hydra.mode=MULTIRUN (an override, or set in a config) is -m without the flag.
+    if not (args.multirun or "hydra.mode=MULTIRUN" in overrides):
         cfg = compose_with_hydra(overrides, name, config_dir)
-        run_dir = _planned_dir(cfg, "run")
-        check_no_new_variables(cfg, overrides, name, config_dir)
-        job_config(cfg, overrides)
-        check_output_dir(run_dir, "hydra.run.dir")
-        return NO_JOB_HERE if args.cfg else Plan(None, True)  # --cfg only prints
+        if cfg.hydra.mode != RunMode.MULTIRUN:
+            run_dir = _planned_dir(cfg, "run")
+            check_no_new_variables(cfg, overrides, name, config_dir)
+            job_config(cfg, overrides)
+            check_output_dir(run_dir, "hydra.run.dir")
+            return NO_JOB_HERE if args.cfg else Plan(None, True)  # --cfg only prints
     launcher, jobs = _covering_jobs(overrides, name, config_dir)
     for job in jobs:
         compose(job, name, config_dir)

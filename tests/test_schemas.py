@@ -242,6 +242,21 @@ def test_a_multirun_is_checked_with_a_few_jobs_not_the_grid(monkeypatch):
     assert all("train.steps=2" in job for job in composed)
 
 
+def test_hydra_mode_multirun_is_checked_and_planned_as_a_sweep(tmp_path):
+    # hydra.mode=MULTIRUN, on the command line or in a config, is -m without the flag.
+    plan = check_command_line(["hydra.mode=MULTIRUN", "hydra/launcher=joblib", "seed=0,1"])
+    assert not plan.trains_here and "joblib" in plan.launcher._target_  # jobs train in workers
+    assert check_command_line(["hydra.mode=MULTIRUN", "seed=0,1"]).trains_here  # basic launcher
+    with pytest.raises(runner.ConfigError, match="init=nope: no such config"):
+        check_command_line(["hydra.mode=MULTIRUN", "init=normal,nope"])
+    experiment = tmp_path / "experiment" / "sweep_mode.yaml"
+    experiment.parent.mkdir()
+    experiment.write_text("# @package _global_\nhydra:\n  mode: MULTIRUN\n"
+                          "  sweeper:\n    params:\n      init: normal,nope\n")  # fmt: skip
+    with pytest.raises(runner.ConfigError, match="init=nope: no such config"):
+        check_command_line(["--config-dir", str(tmp_path), "experiment=sweep_mode"])
+
+
 def test_flags_that_compose_nothing_are_left_to_hydra():
     for argv in (["--help"], ["--info"], ["--hydra-help"], ["--config-path", "/elsewhere"]):
         check_command_line(argv)  # no error, nothing composed
