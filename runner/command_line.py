@@ -63,7 +63,7 @@ def check_command_line(argv: Sequence[str]) -> Plan:
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
     # hydra.mode=MULTIRUN (an override, or set in a config) is -m without the flag.
-    if not (args.multirun or "hydra.mode=MULTIRUN" in overrides):
+    if not (args.multirun or any(o.lstrip("+") in MULTIRUN_MODE for o in overrides)):
         cfg = compose_with_hydra(overrides, name, config_dir)
         if cfg.hydra.mode != RunMode.MULTIRUN:
             run_dir = _planned_dir(cfg, "run")
@@ -79,6 +79,8 @@ def check_command_line(argv: Sequence[str]) -> Plan:
     return Plan(launcher, launcher.get("_target_") == BASIC_LAUNCHER)
 
 
+# The overrides that make a command line a multirun without -m (the enum's name or value).
+MULTIRUN_MODE = ("hydra.mode=MULTIRUN", "hydra.mode=2")
 # Hydra's flags of which a command line may give one (Hydra's own message is a traceback).
 COMMANDS = {"run": "--run (-r)", "multirun": "--multirun (-m)", "cfg": "--cfg (-c)",
             "info": "--info (-i)", "shell_completion": "--shell-completion (-sc)"}  # fmt: skip

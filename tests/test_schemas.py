@@ -243,10 +243,12 @@ def test_a_multirun_is_checked_with_a_few_jobs_not_the_grid(monkeypatch):
 
 
 def test_hydra_mode_multirun_is_checked_and_planned_as_a_sweep(tmp_path):
-    # hydra.mode=MULTIRUN, on the command line or in a config, is -m without the flag.
+    # hydra.mode=MULTIRUN, on the command line or in a config, is -m without the flag (as a
+    # run, seed=0,1 would be Hydra's "Ambiguous value" error).
     plan = check_command_line(["hydra.mode=MULTIRUN", "hydra/launcher=joblib", "seed=0,1"])
     assert not plan.trains_here and "joblib" in plan.launcher._target_  # jobs train in workers
     assert check_command_line(["hydra.mode=MULTIRUN", "seed=0,1"]).trains_here  # basic launcher
+    assert check_command_line(["++hydra.mode=2", "seed=0,1"]).trains_here  # its value, forced
     with pytest.raises(runner.ConfigError, match="init=nope: no such config"):
         check_command_line(["hydra.mode=MULTIRUN", "init=normal,nope"])
     experiment = tmp_path / "experiment" / "sweep_mode.yaml"
