@@ -52,20 +52,24 @@ def check_command_line(argv: Sequence[str]) -> Plan:
         args, unknown = parser.parse_known_args(list(argv))
     except argparse.ArgumentError:
         return NO_JOB_HERE  # Hydra prints its own usage error
-    if unknown or args.help or args.hydra_help:
+    # Hydra's usage error; a pickled config (Hydra then ignores the other flags).
+    if unknown or getattr(args, "experimental_rerun", None) is not None:
         return NO_JOB_HERE
-    # Another primary config folder, or a pickled config (Hydra then ignores other flags).
-    if args.config_path is not None or getattr(args, "experimental_rerun", None) is not None:
+    if args.resolve and args.cfg is None and not args.help:  # (Hydra's ValueError otherwise)
+        raise ConfigError("command line: --resolve resolves what --cfg prints: give it with "
+                          "--cfg job, --cfg hydra or --cfg all")  # fmt: skip
+    if args.help or args.hydra_help or args.config_path is not None:  # (another config folder)
         return NO_JOB_HERE
     _one_command(args)
     if args.info or args.shell_completion:
         return NO_JOB_HERE
     overrides, config_dir = list(args.overrides), args.config_dir
     name = args.config_name or "config"
-    # hydra.mode=MULTIRUN (an override, or set in a config) is -m without the flag.
-    if not (args.multirun or any(o.lstrip("+") in MULTIRUN_MODE for o in overrides)):
+    # hydra.mode=MULTIRUN (an override, or set in a config) is -m without the flag; --cfg
+    # prints a job's config whatever the mode.
+    if args.cfg is not None or not (args.multirun or _multirun_mode(overrides, name, config_dir)):
         cfg = compose_with_hydra(overrides, name, config_dir)
-        if cfg.hydra.mode != RunMode.MULTIRUN:
+        if args.cfg is not None or cfg.hydra.mode != RunMode.MULTIRUN:
             run_dir = _planned_dir(cfg, "run")
             check_no_new_variables(cfg, overrides, name, config_dir)
             job_config(cfg, overrides)
@@ -87,15 +91,34 @@ COMMANDS = {"run": "--run (-r)", "multirun": "--multirun (-m)", "cfg": "--cfg (-
 
 
 def _one_command(args) -> None:
-    """A ConfigError when the parsed command line gives more than one of COMMANDS, or
-    --resolve without --cfg (Hydra's ValueError: it only changes what --cfg prints)."""
+    """A ConfigError when the parsed command line gives more than one of COMMANDS."""
     given = [flag for key, flag in COMMANDS.items() if getattr(args, key) not in (None, False)]
     if len(given) > 1:
         choices = ", ".join(COMMANDS.values())
         raise ConfigError(f"command line: {' and '.join(given)} together: give one of {choices}")
-    if args.resolve and args.cfg is None:
-        raise ConfigError("command line: --resolve resolves what --cfg prints: give it with "
-                          "--cfg job, --cfg hydra or --cfg all")  # fmt: skip
+
+
+def _multirun_mode(overrides: list[str], config_name: str, config_dir: str | None) -> bool:
+    """Whether the command line is a multirun without -m: hydra.mode=MULTIRUN given, or set
+    by a config, which is read (as Hydra reads it) from the overrides that sweep nothing
+    when they do not compose as a run (a sweep such as seed=0,1)."""
+    if any(o.lstrip("+") in MULTIRUN_MODE for o in overrides):
+        return True
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return False  # the run's compose reports it
+    if not any(o.is_sweep_override() for o in parsed):
+        return False  # the run's compose reads a config's mode
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    try:
+        return compose_with_hydra(fixed, config_name, config_dir).hydra.mode == RunMode.MULTIRUN
+    except ConfigError:
+        return False  # the run's compose reports it
 
 
 def _planned_dir(cfg: DictConfig, mode: str) -> str | None:

@@ -57,7 +57,8 @@ class NonFiniteWatch:
 
     def __init__(self, policy: str, model: nn.Module, device: torch.device) -> None:
         self.policy = policy
-        self.params = [p for p in model.parameters() if p.is_floating_point()]  # each tied once
+        # Each tied tensor once; one of no values cannot be non-finite (and has no max-norm).
+        self.params = [p for p in model.parameters() if p.is_floating_point() and p.numel()]
         self.device = device
         self.skipped = 0  # `skip`: updates dropped so far (a resumed run carries it on)
         self.start(0)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import runner
 
@@ -74,3 +75,16 @@ def write_files(folder: Path, files: dict[str, str]) -> Path:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     return folder
+
+
+class WithEmptyWeight(torch.nn.Module):
+    """A layer (for `_target_: conftest.WithEmptyWeight`) holding a tensor of no values
+    beside its Linear: a custom module may have one."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(in_features, out_features)
+        self.empty = torch.nn.Parameter(torch.empty(out_features, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + (x[:, :0] @ self.empty.T)  # empty @ empty: zeros, in the graph

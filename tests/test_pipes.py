@@ -32,12 +32,14 @@ def _first_line_then_leave(args: list[str], tmp_path) -> tuple[str, int, str]:
     """Run `python -m <args>`, read its first stdout line, close the pipe as `head -1`
     does, and wait: (that line, exit code, stderr)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    process = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)  # fmt: skip
-    first = process.stdout.readline()
-    process.stdout.close()
-    error = process.stderr.read()
-    return first, process.wait(timeout=300), error
+    errors = tmp_path / "stderr.txt"  # a file: a pipe nobody reads could fill and block it
+    with errors.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
+                                   stderr=stderr, text=True, cwd=REPO, env=env)  # fmt: skip
+        first = process.stdout.readline()
+        process.stdout.close()
+        code = process.wait(timeout=300)
+    return first, code, errors.read_text()
 
 
 @pytest.mark.slow

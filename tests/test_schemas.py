@@ -221,7 +221,8 @@ def test_python_m_runner_prints_one_line_and_exits_2(args, words, tmp_path):
      (["-m", "init=normal,xavier,nope"], "init=nope: no such config"),
      (["-m", "experiment=init_sweep", "seed=0,1,abc"], "seed must be an integer, got 'abc'"),
      (["--config-name", "inspect", "inspect.batch_size=x"], "inspect.batch_size must be"),
-     (["--cfg", "job", "train.bach_size=1"], "did you mean 'batch_size'")],
+     (["--cfg", "job", "train.bach_size=1"], "did you mean 'batch_size'"),
+     (["--resolve", "--hydra-help"], "--resolve resolves what --cfg prints")],
 )  # fmt: skip
 def test_the_command_line_is_checked_before_hydra_runs(argv, words):
     with pytest.raises(runner.ConfigError, match=re.escape(words)):
@@ -257,6 +258,15 @@ def test_hydra_mode_multirun_is_checked_and_planned_as_a_sweep(tmp_path):
                           "  sweeper:\n    params:\n      init: normal,nope\n")  # fmt: skip
     with pytest.raises(runner.ConfigError, match="init=nope: no such config"):
         check_command_line(["--config-dir", str(tmp_path), "experiment=sweep_mode"])
+    # Set in a config, with a sweep on the command line: the mode is read without the sweep.
+    (tmp_path / "experiment" / "mode_only.yaml").write_text(
+        "# @package _global_\nhydra:\n  mode: MULTIRUN\n"
+    )
+    with pytest.raises(runner.ConfigError, match="seed must be an integer, got 'abc'"):
+        check_command_line(["--config-dir", str(tmp_path), "experiment=mode_only", "seed=0,abc"])
+    # --cfg prints one job's config (Hydra composes it as a run): a sweep is Hydra's error.
+    with pytest.raises(runner.ConfigError, match="Ambiguous value for argument 'seed=0,1'"):
+        check_command_line(["--cfg", "job", "hydra.mode=MULTIRUN", "seed=0,1"])
 
 
 def test_flags_that_compose_nothing_are_left_to_hydra():

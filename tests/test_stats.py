@@ -243,6 +243,15 @@ def test_parameters_and_outputs_of_no_values_get_no_tags_and_the_others_theirs()
         assert not [tag for tag in [*record.scalars, *record.histograms] if "empty" in tag]
         assert record.scalars["weights_norm/2.weight"] == pytest.approx(net[2].weight.norm().item())
         assert record.histograms["grads/0.bias"].num == 3
+    # A layer of no units: its output (5, 0) and the next layer's (2, 0) weight are empty.
+    narrow = torch.nn.Sequential(torch.nn.Linear(4, 0), torch.nn.ReLU(), torch.nn.Linear(0, 2))
+    stats = StepStats(narrow, hist_bins=8)
+    stats.start(activations=True)
+    narrow(torch.randn(5, 4)).sum().backward()
+    stats.before_update(scalars=True, histograms=True)
+    scalars = stats.finish(scalars=True, histograms=True, extra={}).scalars
+    assert "activations_mean/2" in scalars and "activations_mean/0" not in scalars
+    assert "weights_norm/2.bias" in scalars and "weights_norm/2.weight" not in scalars
     only_empty = torch.nn.Module()
     only_empty.register_parameter("empty", torch.nn.Parameter(torch.empty(0)))
     stats = StepStats(only_empty, hist_bins=8)

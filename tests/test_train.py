@@ -51,6 +51,18 @@ def test_each_data_kind_learns(tmp_path, kind):
     assert metrics["final_val_loss"] < 0.2 * metrics["initial_val_loss"]
 
 
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_layer_with_a_tensor_of_no_values_trains_and_logs_the_others(tmp_path, policy):
+    layer = "{_target_: conftest.WithEmptyWeight, in_features: 4, out_features: 8}"
+    metrics, run_dir = run(tmp_path, f"model.layers=[{layer}, {{type: relu}}, {{type: linear, "
+                           "out_features: 1}]", "train.steps=20", "log.every=1", "log.hist_every=1",
+                           f"train.on_nonfinite={policy}")  # fmt: skip
+    assert metrics["status"] == "ok" and metrics["steps"] == 20
+    acc = events(run_dir)
+    assert len(acc.Scalars("weights_norm/0.linear.weight")) == 21  # steps 0 to 20
+    assert not [t for t in acc.Tags()["scalars"] + acc.Tags()["histograms"] if "empty" in t]
+
+
 def test_same_config_same_bits(tmp_path):
     overrides = ["model=deep_mlp", "init=xavier", "optim=adam", "train.steps=60", "seed=3"]
     run(tmp_path, *overrides, name="a")
