@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from runner.host_copy import Shipment
+from runner.host_numbers import Histogram, histogram_rows, sample_std
+from runner.param_buffers import Pair, TinyBlock
 from runner.reductions import (
     STACK_LIMIT,
     TINY_LIMIT,
     Workspace,
-    fold_last_bin,
     row_histograms,
     row_moments,
     row_squares,
@@ -35,60 +35,12 @@ from runner.reductions import (
 )
 
 
-@dataclass
-class Histogram:
-    """What TensorBoard's HistogramProto holds for one tensor (as `add_histogram_raw` takes it)."""
-
-    min: float
-    max: float
-    num: int
-    sum: float
-    sum_squares: float
-    bucket_limits: np.ndarray  # float64 right edges of the bins
-    bucket_counts: np.ndarray  # float64 counts, one per bin
-
-
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
     """Each distinct Parameter once, with every name that refers to it (tied ones have several)."""
     seen: dict[int, tuple[nn.Parameter, list[str]]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         seen.setdefault(id(param), (param, []))[1].append(name)
     return list(seen.values())
-
-
-class _Pair:
-    """A small group's (2k, n) float32 buffer: gradients in rows [0, k), weights in [k, 2k)."""
-
-    def __init__(self, k: int, n: int, device: torch.device) -> None:
-        self.both = torch.empty(2 * k, n, dtype=torch.float32, device=device)
-        self.grads, self.weights = self.both[:k], self.both[k:]  # views made once
-
-
-class _TinyBlock:
-    """The tensors of every tiny group (biases, norm layers' weights: 2k x n at most
-    TINY_LIMIT values), end to end in one float32 buffer of 3 rows: the gradients, the
-    weights and the weights before the update. Three copies a logging step for all of them
-    and one shipment, where a shipment per shape cost ~350 us a logging step for a 4 x 256
-    MLP's six tiny tensors."""
-
-    def __init__(self, members: list[int], numels: list[int], device: torch.device) -> None:
-        self.members = members  # unique tensor indices, in the block's order
-        self.lengths = [numels[i] for i in members]
-        self.starts = np.cumsum([0, *self.lengths[:-1]])  # each member's first value
-        self.buffer = torch.empty(3, sum(self.lengths), dtype=torch.float32, device=device)
-        self.grads, self.weights, self.before = self.buffer.unbind()
-        self.both = self.buffer[:2]  # gradients, then weights: segments of the same lengths
-
-    def put(self, tensors: list[torch.Tensor], row: torch.Tensor) -> None:
-        """Copy `tensors` (the members' values, in order) end to end into `row`."""
-        flats = [t.reshape(-1) for t in tensors]
-        if all(f.dtype == torch.float32 for f in flats):
-            torch.cat(flats, out=row)
-            return
-        at = 0
-        for flat in flats:  # another dtype: copy_ converts
-            row[at : at + flat.numel()].copy_(flat)
-            at += flat.numel()
 
 
 class ParamStats:
@@ -117,8 +69,8 @@ class ParamStats:
         self._tiny = [2 * len(g) * self._numels[g[0]] <= TINY_LIMIT for g in self._groups]
         self._tiny_members = [i for g, tiny in zip(self._groups, self._tiny, strict=True)
                               if tiny for i in g]  # fmt: skip
-        self._block: _TinyBlock | None = None  # made on first use, on the device
-        self._pairs: list[_Pair | None] | None = None  # made on first use, on the device
+        self._block: TinyBlock | None = None  # made on first use, on the device
+        self._pairs: list[Pair | None] | None = None  # made on first use, on the device
         self._spare: tuple | None = None  # the other (pairs, block), made on first use
         self._weights_step: int | None = None  # the step whose new weights the pairs hold
         self._snapshots: list[torch.Tensor | None] | None = None  # weights before the update
@@ -138,20 +90,20 @@ class ParamStats:
         # [sum, centred squares, (min, max, counts), (‖Δw‖², ‖w_before‖²)]
         self._measured: dict[str, dict[int, list]] = {}
 
-    def _pairs_on(self, device: torch.device) -> list[_Pair | None]:
+    def _pairs_on(self, device: torch.device) -> list[Pair | None]:
         """The pairs of the small groups that are not tiny (None for the others), and the
         tiny block, made on first use."""
         if self._pairs is None:
             self._pairs, self._block = self._new_set(device)
         return self._pairs
 
-    def _new_set(self, device: torch.device) -> tuple[list[_Pair | None], _TinyBlock | None]:
+    def _new_set(self, device: torch.device) -> tuple[list[Pair | None], TinyBlock | None]:
         """A set of buffers: the pairs (None for groups without one) and the tiny block."""
         kinds = zip(self._groups, self._small, self._tiny, strict=True)
-        pairs = [_Pair(len(g), self._numels[g[0]], device) if small and not tiny else None
+        pairs = [Pair(len(g), self._numels[g[0]], device) if small and not tiny else None
                  for g, small, tiny in kinds]  # fmt: skip
         members = self._tiny_members
-        return pairs, _TinyBlock(members, self._numels, device) if members else None
+        return pairs, TinyBlock(members, self._numels, device) if members else None
 
     def take_grads(self, histograms: bool, step: int | None = None) -> list[Shipment]:
         """After backward: reduce the big groups' gradients now, hold the small groups' copies
@@ -364,7 +316,7 @@ class ParamStats:
         """The histograms of every (prefix, tensor), their edges and counts made at once."""
         rows = [m for measured in tables.values() for m in measured]
         lows, highs = [m[2] for m in rows], [m[3] for m in rows]
-        limits, counts, nums = _histogram_rows(lows, highs, np.stack([m[4] for m in rows]))
+        limits, counts, nums = histogram_rows(lows, highs, np.stack([m[4] for m in rows]))
         at = 0
         for prefix, measured in tables.items():
             tags = self._tags(prefix)
@@ -375,25 +327,3 @@ class ParamStats:
                 for (tag,) in tensor_tags:
                     histograms_of[tag] = histogram
                 at += 1
-
-
-def _histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) -> tuple:
-    """Histograms' edges and counts from `row_histograms`' host numbers (per row: min, max
-    and bins + 1 int64 counts): (right edges, counts, total counts). A row's edges are
-    low + width * (k + 1), width = max(high - low, 1e-12) / bins, in float64; its counts
-    are float64, the max's column folded into the last bin."""
-    bins = counts.shape[1] - 1
-    low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
-    width = np.maximum(high - low, 1e-12) / bins
-    steps = width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
-    if np.isfinite(width).all():
-        limits = low[:, None] + steps
-    else:  # a NaN or infinite bound: NaN edges (-inf + inf), without NumPy's warning
-        with np.errstate(invalid="ignore"):
-            limits = low[:, None] + steps
-    return limits, fold_last_bin(counts), counts.sum(1).tolist()
-
-
-def sample_std(centred_squares: float, n: int) -> float:
-    """The sample std from the centred sum of squares of n values (0 for a single value)."""
-    return math.sqrt(centred_squares / (n - 1)) if n > 1 else 0.0

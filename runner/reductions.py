@@ -148,9 +148,9 @@ def row_histograms(
     tensor: column k < bins counts the x with floor((x - min) / width) = k, width =
     (max - min) / bins, computed as (x - min) * (bins / (max - min)) in float32 (a value
     within rounding of an edge may fall on either side of it); column `bins` counts the
-    values equal to the max, which belong to the last bin (`fold_last_bin`). A constant
-    row (max = min), or one holding a NaN or an infinity, has all its values in the first
-    bin.
+    values equal to the max, which belong to the last bin (`host_numbers.fold_last_bin`).
+    A constant row (max = min), or one holding a NaN or an infinity, has all its values in
+    the first bin.
 
     On the CPU the bounds are read on the host (a free sync there) and the rows' bin
     indices (offset per row) are counted by one `bincount`: 5x faster than `torch.histc`.
@@ -225,15 +225,6 @@ def cpu_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, bins
     index = workspace.take("index32", rows.shape, torch.int32, rows.device).copy_(scaled)
     index.add_(torch.arange(0, g * (bins + 1), bins + 1, dtype=torch.int32).unsqueeze(1))
     return torch.bincount(index.reshape(-1), minlength=g * (bins + 1)).reshape(g, bins + 1)
-
-
-def fold_last_bin(counts: np.ndarray) -> np.ndarray:
-    """The `bins` counts (float64) of host copies of `row_histograms` rows, an array (...,
-    bins + 1): the values equal to the max join the last bin."""
-    counts = np.asarray(counts)
-    folded = counts[..., :-1].astype(np.float64)
-    folded[..., -1] += counts[..., -1]
-    return folded
 
 
 def unit_sums(rows: torch.Tensor, batch: int) -> torch.Tensor:

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from runner.host_copy import Shipment, ship_to_host
-from runner.param_stats import Histogram, ParamStats, sample_std
+from runner.host_numbers import Histogram, sample_std
+from runner.param_stats import ParamStats
 from runner.probe import LayerCall, layer_paths
 from runner.reductions import (
     STACK_LIMIT,

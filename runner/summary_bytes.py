@@ -34,7 +34,7 @@ _BUCKET_LIMIT, _BUCKET = b"\x32", b"\x3a"
 
 
 class HistogramNumbers(Protocol):
-    """What a histogram needs: runner.param_stats.Histogram has these."""
+    """What a histogram needs: runner.host_numbers.Histogram has these."""
 
     min: float
     max: float

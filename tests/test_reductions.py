@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from runner.host_numbers import fold_last_bin
 from runner.reductions import (
     STACK_LIMIT,
     Workspace,
     cpu_counts,
     dead_rectifier_units,
     device_counts,
-    fold_last_bin,
     host_dead_units,
     host_segments,
     row_histograms,

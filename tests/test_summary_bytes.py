@@ -8,7 +8,7 @@ from google.protobuf.internal.encoder import _VarintBytes
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from runner.param_stats import Histogram
+from runner.host_numbers import Histogram
 from runner.summary_bytes import SummaryEncoder, event_bytes, varint
 
 

@@ -1,0 +1,55 @@
+"""Numbers the host finishes from a step's device reductions: a tensor's sample std from
+its centred sum of squares, and its histogram (TensorBoard's record of it) from the bin
+counts and bounds that `runner.reductions.row_histograms` or `host_segments` measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Histogram:
+    """What TensorBoard's HistogramProto holds for one tensor (as `add_histogram_raw` takes it)."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    bucket_limits: np.ndarray  # float64 right edges of the bins
+    bucket_counts: np.ndarray  # float64 counts, one per bin
+
+
+def histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) -> tuple:
+    """Histograms' edges and counts from `row_histograms`' host numbers (per row: min, max
+    and bins + 1 int64 counts): (right edges, counts, total counts). A row's edges are
+    low + width * (k + 1), width = max(high - low, 1e-12) / bins, in float64; its counts
+    are float64, the max's column folded into the last bin."""
+    bins = counts.shape[1] - 1
+    low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
+    width = np.maximum(high - low, 1e-12) / bins
+    steps = width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
+    if np.isfinite(width).all():
+        limits = low[:, None] + steps
+    else:  # a NaN or infinite bound: NaN edges (-inf + inf), without NumPy's warning
+        with np.errstate(invalid="ignore"):
+            limits = low[:, None] + steps
+    return limits, fold_last_bin(counts), counts.sum(1).tolist()
+
+
+def sample_std(centred_squares: float, n: int) -> float:
+    """The sample std from the centred sum of squares of n values (0 for a single value)."""
+    return math.sqrt(centred_squares / (n - 1)) if n > 1 else 0.0
+
+
+def fold_last_bin(counts: np.ndarray) -> np.ndarray:
+    """The `bins` counts (float64) of host copies of `row_histograms` rows, an array (...,
+    bins + 1): the values equal to the max join the last bin."""
+    counts = np.asarray(counts)
+    folded = counts[..., :-1].astype(np.float64)
+    folded[..., -1] += counts[..., -1]
+    return folded
