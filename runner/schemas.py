@@ -14,8 +14,8 @@ holds a single value. Layer lists, init rules and `_target_` nodes take free-for
 arguments: they are typed as lists and mappings here and checked in full when the
 model is built.
 
-`config_reference()` renders the markdown reference of every key from these classes,
-so the documentation cannot drift from what is checked.
+runner/config_reference.py renders the markdown reference of every key from these
+classes, so the documentation cannot drift from what is checked.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def register() -> None:
 def _typed_node(schema: type) -> DictConfig:
     node = OmegaConf.structured(schema)
     for field in dataclasses.fields(schema):
-        if _hints(schema)[field.name] in WITH_VARIABLES:
+        if hints(schema)[field.name] in WITH_VARIABLES:
             OmegaConf.set_struct(node[field.name], False)
     return node
 
@@ -321,9 +321,9 @@ def type_at(path: str) -> Any:
     # InspectSchema is the run's schema plus `inspect`: one root answers for both configs.
     current: Any = InspectSchema
     for part in re.findall(r"[^.\[\]]+", path):
-        current = _strip_optional(current)
+        current = strip_optional(current)
         if dataclasses.is_dataclass(current):
-            current = _hints(current).get(part)
+            current = hints(current).get(part)
         elif get_origin(current) is list and part.isdigit():
             current = (get_args(current) or (Any,))[0]
         elif get_origin(current) is dict:
@@ -337,7 +337,7 @@ def type_at(path: str) -> Any:
 
 def is_list_of_containers(tp: Any) -> bool:
     """True for a list whose items are lists or mappings (`tying.groups`, `init.rules`)."""
-    inner = _strip_optional(tp)
+    inner = strip_optional(tp)
     if get_origin(inner) is not list:
         return False
     (item,) = get_args(inner) or (Any,)
@@ -346,7 +346,7 @@ def is_list_of_containers(tp: Any) -> bool:
 
 def describe(tp: Any) -> str:
     """What a value of type `tp` must be, in words: "an integer", "a list of numbers or null"."""
-    inner = _strip_optional(tp)
+    inner = strip_optional(tp)
     text = _describe(inner)
     return f"{text} or null" if inner is not tp else text
 
@@ -372,106 +372,15 @@ def _plural(tp: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(tp, "values")
 
 
-def _strip_optional(tp: Any) -> Any:
+def strip_optional(tp: Any) -> Any:
+    """`X` for `X | None` (Optional[X]); `Any` for a union of several types; else `tp`."""
     if get_origin(tp) is Union or type(tp).__name__ == "UnionType":
         rest = [arg for arg in get_args(tp) if arg is not type(None)]
         return rest[0] if len(rest) == 1 else Any
     return tp
 
 
-def _hints(schema: type) -> dict[str, Any]:
+def hints(schema: type) -> dict[str, Any]:
+    """The schema's field types, resolved."""
     # The annotations are strings (postponed evaluation); resolve them in this module.
     return get_type_hints(schema)
-
-
-# -- the reference ---------------------------------------------------------------------------
-
-
-def config_reference() -> str:
-    """The markdown reference of the config: every group and key with its type, default and
-    a one-line description, generated from the schemas above."""
-    lines = [
-        "Generated from `runner/schemas.py` by `runner.schemas.config_reference()`.",
-        "Types are checked when the config is composed; ranges and names before training.",
-        "",
-    ]
-    sections = [("top level", "The settings outside any group (conf/config.yaml).", RunSchema, "")]
-    sections += [(f"`{name}`", _doc(schema), schema, f"{name}.")
-                 for name, schema in _sections(InspectSchema, "")]  # fmt: skip
-    for title, doc, schema, prefix in sections:
-        lines += [f"#### {title}", "", doc, ""]
-        if takes_variables(schema):
-            lines += ["Other keys of this group are variables holding one value, for its own "
-                      "interpolations.", ""]  # fmt: skip
-        lines += ["| key | type | default | description |", "|---|---|---|---|"]
-        lines += [*_rows(schema, prefix), ""]
-    lines += [
-        "#### `experiment`",
-        "",
-        "A study (conf/experiment/*.yaml, `# @package _global_`): it sets keys of the groups "
-        "above and Hydra's sweeper, and has no keys of its own.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _sections(schema: type, prefix: str) -> Iterator[tuple[str, type]]:
-    for field in dataclasses.fields(schema):
-        tp = _hints(schema)[field.name]
-        if dataclasses.is_dataclass(tp):
-            yield f"{prefix}{field.name}", tp
-            yield from _sections(tp, f"{prefix}{field.name}.")
-
-
-def _rows(schema: type, prefix: str) -> Iterator[str]:
-    for field in dataclasses.fields(schema):
-        tp = _hints(schema)[field.name]
-        if dataclasses.is_dataclass(tp):
-            continue  # a section of its own
-        help_text = field.metadata.get("help", "")
-        yield (
-            f"| `{prefix}{field.name}` | {_cell(_type_name(tp))} | {_cell(_default(field))} "
-            f"| {_cell(help_text)} |"
-        )
-
-
-def _doc(schema: type) -> str:
-    # The docstring's first line less its "`name`: " lead, which the section title shows.
-    first = (schema.__doc__ or "").strip().splitlines()[0]
-    text = re.sub(r"^`[\w.]+`: ", "", first)
-    return text[:1].upper() + text[1:]
-
-
-def _type_name(tp: Any) -> str:
-    inner = _strip_optional(tp)
-    if inner is not tp:
-        return f"{_type_name(inner)} or null"
-    if get_origin(inner) is list:
-        (item,) = get_args(inner) or (Any,)
-        return "list" if item is Any else f"list of {_type_name(item)}"
-    if get_origin(inner) is dict:
-        return "mapping"
-    return {int: "int", float: "float", str: "str", bool: "bool"}.get(inner, "any")
-
-
-def _default(field: dataclasses.Field) -> str:
-    if field.default_factory is not dataclasses.MISSING:
-        return _yaml_value(field.default_factory())
-    if field.default is MISSING:
-        return "required"
-    return _yaml_value(field.default)
-
-
-def _yaml_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return "[]" if value == [] else "{}" if value == {} else repr(value)
-    return str(value)
-
-
-def _cell(text: str) -> str:
-    # A "|" inside a cell would end it.
-    return text.replace("|", "\\|")
