@@ -16,6 +16,8 @@ EXAMPLES = """\
 examples:
   python -m runner.inspect                                   # the chapter's mlp, default init
   python -m runner.inspect model=rgnet inspect.param=0.1.0.bias   # rgnet[0][1][0].bias
+  python -m runner.inspect inspect.param=0.weight inspect.backward=true   # .grad after Y.backward()
+  python -m runner.inspect inspect.param=                    # print(net.state_dict())
   python -m runner.inspect model=deep_mlp tying=hidden init=normal
   python -m runner.inspect model=deep_relu init=kaiming      # does the signal survive 10 layers?
   python -m runner.inspect --config-dir my_conf model=my_net # your own conf/model/my_net.yaml
@@ -72,16 +74,18 @@ def _inspect(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(cfg.seed)
     choices = " ".join(f"{group}={name}" for group, name in cfg.choices.items())
     print(f"{choices} seed={cfg.seed} device={device}\n")
-    shapes = record_calls(
-        model, example_input(model, built.input_shape, options.batch_size, generator)
-    )
+    batch = example_input(model, built.input_shape, options.batch_size, generator)
+    shapes = record_calls(model, batch)
     print(report.module_tree(model, shapes, (options.batch_size, *built.input_shape)))
     print()
     print(report.parameter_table(model, built.init))
     print(report.parameter_counts(model))
     if param is not None:
+        if options.backward:  # the chapter's Y = net(X).sum(); Y.backward(), on the same batch
+            model(batch).sum().backward()
         print()
         print(report.show_path(model, param))
+        model.zero_grad(set_to_none=True)  # the probe below starts from no gradients
     print(f"\nsignal propagation at init (batch of {options.probe_batch}, N(0, 1) cotangent):")
     x = example_input(model, built.input_shape, options.probe_batch, generator)
     print(report.probe_table(record_calls(model, x, backward=True)))

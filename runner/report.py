@@ -76,9 +76,11 @@ def parameter_counts(model: nn.Module) -> str:
 
 
 def find_path(model: nn.Module, path: str) -> nn.Module | torch.Tensor:
-    """The module or tensor at a dotted path. A numeric step into an `nn.Sequential` whose
-    children have other names counts by position, as indexing does: "0.1.0.bias" is the
-    chapter's rgnet[0][1][0].bias even though rgnet[0]'s children are "block 0" ... "block 3".
+    """The module or tensor at a dotted path ("" is the model). A step is a child's or a
+    tensor's name, as in `state_dict` keys and init and tying globs; a number that names no
+    child of an `nn.Sequential` counts by position, as indexing does (negative from the end):
+    "0.1.0.bias" is the chapter's rgnet[0][1][0].bias even though rgnet[0]'s children are
+    "block 0" ... "block 3", and "-1" is net[-1].
     """
     node: nn.Module | torch.Tensor = model
     for step in path.split(".") if path else []:
@@ -86,7 +88,7 @@ def find_path(model: nn.Module, path: str) -> nn.Module | torch.Tensor:
             node = node._modules[step]
         elif isinstance(node, nn.Module) and step in {**node._parameters, **node._buffers}:
             node = {**node._parameters, **node._buffers}[step]
-        elif isinstance(node, nn.Sequential) and step.isdigit() and int(step) < len(node):
+        elif isinstance(node, nn.Sequential) and _is_position(step, len(node)):
             node = node[int(step)]
         else:
             names = [n for n, _ in model.named_modules() if n] + list(model.state_dict())
@@ -97,13 +99,20 @@ def find_path(model: nn.Module, path: str) -> nn.Module | torch.Tensor:
     return node
 
 
+def _is_position(step: str, length: int) -> bool:
+    """True when `step` is an integer (possibly negative) that indexes `length` children."""
+    digits = step[1:] if step.startswith("-") else step
+    return digits.isdigit() and -length <= int(step) < length
+
+
 def show_path(model: nn.Module, path: str) -> str:
     """A parameter as the chapter prints `net[2].bias` (and its `.data`, `.grad`), or a
-    module's `state_dict()` as `print(net[2].state_dict())` does.
+    module's `state_dict()` as `print(net[2].state_dict())` does ("": the whole model's).
     """
     node = find_path(model, path)
     if isinstance(node, nn.Module):
-        return f"{path}: {type(node).__name__}\n{node}\nstate_dict: {node.state_dict()}"
+        label = path or "the whole model"
+        return f"{label}: {type(node).__name__}\n{node}\nstate_dict: {node.state_dict()}"
     kind = type(node).__name__
     return (
         f"{path}: {kind} of shape {tuple(node.shape)}, {node.dtype}\n{node}\n"

@@ -209,7 +209,13 @@ class InspectOptionsSchema:
 
     param: str | None = setting(
         None,
-        "a parameter or module path to print, e.g. 0.1.0.bias (the chapter's rgnet[0][1][0].bias)",
+        "a parameter or module path to print, e.g. 0.1.0.bias (the chapter's "
+        "rgnet[0][1][0].bias); an empty path prints the whole model's state_dict",
+    )
+    backward: bool = setting(
+        False,
+        "with param: first run net(X).sum().backward() on the batch of batch_size samples, so "
+        "the printed .grad is that gradient (the chapter's Y.backward())",
     )
     batch_size: int = setting(2, "samples in the batch that shows each layer's output shape")
     probe_batch: int = setting(

@@ -186,10 +186,12 @@ def _check_fit(model: nn.Module, data: Dataset, loss_fn: nn.Module, cfg: DictCon
             kind = data.kind
             expected = (cfg.data.n_classes,) if kind == "classification" else data.y_train.shape[1:]
             if tuple(out.shape[1:]) != tuple(expected):
+                key = "n_classes" if kind == "classification" else "out_features"
+                fix = f"data.{key}={out.shape[1]} or " if out.dim() == 2 and key in cfg.data else ""
                 raise ConfigError(
                     f"{source(cfg, 'model')}: the model outputs {tuple(out.shape[1:])} per sample "
-                    f"but {source(cfg, 'data')} needs {tuple(expected)}; set the last layer's "
-                    "out_features"
+                    f"but {source(cfg, 'data')} needs {tuple(expected)}; set {fix}the last "
+                    "layer's out_features"
                 )
             if kind != "classification" and isinstance(loss_fn, CLASSIFICATION_LOSSES):
                 # CrossEntropyLoss takes float targets as class probabilities: it would run

@@ -297,7 +297,13 @@ TRAIN_CASES = {
     "seed out of range": (["seed=18446744073709551615"], "seed must be an integer in [0, 2^62)"),
     "model output does not fit classes": (
         ["data=classification", "model.layers=[{type: linear, out_features: 2}]"],
-        "the model outputs (2,) per sample but data/classification.yaml needs (3,)",
+        "the model outputs (2,) per sample but data/classification.yaml needs (3,); "
+        "set data.n_classes=2 or the last layer's out_features",
+    ),
+    "model output does not fit regression targets": (
+        ["model=mlp_named", "data.in_features=20"],
+        "model/mlp_named.yaml: the model outputs (10,) per sample but data/regression.yaml "
+        "needs (1,); set data.out_features=10 or the last layer's out_features",
     ),
     "model that cannot take the data": (
         ["model.layers=[{type: embedding, num_embeddings: 5, embedding_dim: 2}]"],

@@ -74,6 +74,26 @@ def test_module_path_prints_its_state_dict(capsys):
     assert f"state_dict: {net[2].state_dict()}" in out
 
 
+def test_empty_path_prints_the_whole_state_dict(capsys):
+    out = inspect_output(capsys, "inspect.param=")
+    net = runner.build_model(runner.compose([]))
+    assert f"the whole model: Sequential\n{net}\nstate_dict: {net.state_dict()}" in out
+
+
+def test_backward_shows_the_gradient_of_the_summed_output(capsys):
+    """The chapter's Y = net(X).sum(); Y.backward(): d Y / d (last bias) is the batch size,
+    and the first weight's gradient is a real one (the ReLU's dead units give zero rows)."""
+    assert ".grad: None" in inspect_output(capsys, "inspect.param=2.bias")
+    out = inspect_output(capsys, "inspect.param=2.bias", "inspect.backward=true")
+    assert ".grad: tensor([2.])" in out
+    out = inspect_output(capsys, "inspect.param=2.bias", "inspect.backward=true",
+                         "inspect.batch_size=5")  # fmt: skip
+    assert ".grad: tensor([5.])" in out
+    out = inspect_output(capsys, "inspect.param=0.weight", "inspect.backward=true")
+    grad = out.split(".grad: ", 1)[1].split("\n\n", 1)[0]
+    assert grad.startswith("tensor([[") and grad.count("[") == 9  # (8, 4) values, not None
+
+
 def test_djl_edition_tree_shapes(capsys):
     out = inspect_output(capsys, "model=rgnet_djl")
     assert "(0): Linear(in_features=4, out_features=32, bias=True) -> (2, 32)" in out
@@ -126,6 +146,27 @@ def test_find_path_counts_by_position_and_names():
     assert report.find_path(rgnet, "0.block 1.0.bias") is rgnet[0][1][0].bias
     with pytest.raises(runner.ConfigError, match="did you mean"):
         report.find_path(rgnet, "0.block 1.0.bais")
+    assert report.find_path(rgnet, "-1") is rgnet[-1]  # net[-1]
+    assert report.find_path(rgnet, "0.-4") is rgnet[0][0]
+    assert report.find_path(rgnet, "") is rgnet
+    for bad in ("-3", "0.-5", "0.4"):
+        with pytest.raises(runner.ConfigError, match="no module or parameter"):
+            report.find_path(rgnet, bad)
+
+
+def test_find_path_takes_a_childs_name_before_a_position():
+    """Paths are names, as in state_dict keys and init and tying globs: a child named "1"
+    is "1" wherever it stands; a position is used only where no child has that name."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    net = nn.Sequential(
+        OrderedDict([("stem", nn.Linear(2, 2)), ("2", nn.ReLU()), ("1", nn.Tanh())])
+    )
+    assert isinstance(report.find_path(net, "1"), nn.Tanh)  # the child "1", not net[1]
+    assert isinstance(report.find_path(net, "2"), nn.ReLU)
+    assert isinstance(report.find_path(net, "0"), nn.Linear)  # no child "0": position 0
 
 
 def test_probe_leaves_model_and_rng_untouched():
