@@ -40,6 +40,9 @@ def build(cfg: DictConfig) -> BuiltModel:
     seeded with `cfg.seed` inside `torch.random.fork_rng` (the caller's RNG state is
     left as it was): one seed gives identical bits, and parameters that no rule
     touches equal those of the hand-written model built after `torch.manual_seed(seed)`.
+    Tying comes last: a tied model is the untied one, built and initialised, with each
+    group's first member put in the others' places (their draws are made and dropped), so
+    tied and untied runs of one seed share every other layer's values.
     """
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:

@@ -30,6 +30,30 @@ def test_owner_keeps_its_init():
     assert torch.equal(tied[6].weight, untied[6].weight)  # the others are untouched
 
 
+def test_tied_net_is_the_untied_net_built_and_initialised_then_tied():
+    """The hand-written recipe the README gives: every layer made (and initialised) in
+    order under the seed as if untied, then the first member put at the other places. The
+    second use's draws are made and dropped, so a tied and an untied run of one seed start
+    from the same layers 0, 2 and 6, and differ only by the tie."""
+
+    def init_normal(m: nn.Module) -> None:
+        if type(m) is nn.Linear:
+            nn.init.normal_(m.weight, mean=0, std=0.01)
+            nn.init.zeros_(m.bias)
+
+    for init in ("default", "normal"):
+        net = tied_deep_mlp(f"init={init}", "seed=3")
+        torch.manual_seed(3)
+        hand = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                             nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))  # fmt: skip
+        if init == "normal":
+            hand.apply(init_normal)
+        hand[4] = hand[2]
+        ours, theirs = net.state_dict(), hand.state_dict()
+        assert list(ours) == list(theirs)
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), init
+
+
 def test_chapter_twin_linear_gradient_adds_up():
     net = runner.build_model(runner.compose(
         ["model=twin_linear", "tying=twin", "data.in_features=1", "init=constant", "init.val=3"]
