@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from runner.config import input_shape, source, to_plain
+from runner.edits import apply_edits, check_edits, parse_edits
 from runner.errors import ConfigError
-from runner.init import InitRule, apply_init, parse_rules, plan_init
+from runner.init import DEFAULT_INIT, InitRule, apply_init, parse_rules, plan_init
 from runner.model import build_architecture
 from runner.tying import ResolvedGroup, apply_tying, parse_groups, replaced_names, resolve_groups
 
@@ -34,7 +35,8 @@ class BuiltModel:
 
 
 def build(cfg: DictConfig) -> BuiltModel:
-    """Build `cfg.model`, fill it by `cfg.init.rules`, tie it by `cfg.tying.groups`.
+    """Build `cfg.model`, fill it by `cfg.init.rules`, tie it by `cfg.tying.groups`, then
+    apply `cfg.init.edits` (runner/edits.py).
 
     Layer construction and every random init draw from PyTorch's global generator,
     seeded with `cfg.seed` inside `torch.random.fork_rng` (the caller's RNG state is
@@ -50,7 +52,9 @@ def build(cfg: DictConfig) -> BuiltModel:
     model_cfg = to_plain(cfg.get("model"))
     if not isinstance(model_cfg, dict):
         raise ConfigError("model: no model config was composed (choose one with model=NAME)")
-    rules = parse_rules(to_plain(cfg.get("init")) or {}, source(cfg, "init"))
+    init_cfg = to_plain(cfg.get("init")) or {}
+    rules = parse_rules(init_cfg, source(cfg, "init"))
+    edits = parse_edits(init_cfg, source(cfg, "init"))
     groups = parse_groups(to_plain(cfg.get("tying")) or {}, source(cfg, "tying"))
     shape = input_shape(cfg)
     with torch.random.fork_rng(devices=[]):
@@ -59,6 +63,7 @@ def build(cfg: DictConfig) -> BuiltModel:
         plan = plan_init(module, rules)  # init and tying both checked before anything is filled
         replaced = replaced_names(module, resolve_groups(module, groups))
         _check_rules_survive_tying(plan, replaced)
+        check_edits(module, edits)
         applied = apply_init(module, rules)
     tying = apply_tying(module, groups)
     # A tied name shows the rule of the owner whose tensor it now is.
@@ -66,6 +71,8 @@ def build(cfg: DictConfig) -> BuiltModel:
         applied.pop(name, None)
         if owner in applied:
             applied[name] = applied[owner]
+    for name, changes in apply_edits(module, edits).items():  # the chapter's param.data += 1
+        applied[name] = " + ".join([applied.get(name, DEFAULT_INIT), *changes])
     return BuiltModel(module, shape, output_shape, applied, tying)
 
 

@@ -118,7 +118,7 @@ def compose_with_hydra(
     except YAMLError as error:
         raise ConfigError(yaml_message(error)) from error
     except HydraException as error:
-        message = schema_message(error) or override_message(
+        message = schema_message(error, config_dir) or override_message(
             error, overrides, config_name, config_dir
         )
         raise ConfigError(message) from error

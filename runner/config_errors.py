@@ -17,9 +17,10 @@ from runner import schemas
 from runner.errors import ConfigError, brief, did_you_mean, one_of
 
 
-def schema_message(error: Exception) -> str | None:
+def schema_message(error: Exception, config_dir: str | Path | None = None) -> str | None:
     """One line for a value that does not fit the schema, or a key it does not declare:
-    "data/mine.yaml: data.n_train must be an integer, got 'abc'". None for other errors."""
+    "data/mine.yaml: data.n_train must be an integer, got 'abc'". None for other errors.
+    `config_dir` (--config-dir) is where a user's file may be read to name a list."""
     from omegaconf.errors import (
         ConfigAttributeError,
         ConfigKeyError,
@@ -37,8 +38,7 @@ def schema_message(error: Exception) -> str | None:
     override = re.match(r"(?:Error merging override|Could not override) '?([^'\s]+)", text)
     if loaded:
         origin = f"{loaded.group(1)}.yaml"
-        group = loaded.group(1).split("/")[0]
-        list_key = only_list_of_containers(group)
+        list_key = list_in_file(loaded.group(1), str(full_key), config_dir)
     elif override:
         origin = "command line"
         list_key = override.group(1).split("=", 1)[0].lstrip("+~")
@@ -46,7 +46,7 @@ def schema_message(error: Exception) -> str | None:
         return None
     path = str(full_key)
     if path.isdigit() and list_key:  # OmegaConf names an item of a list merged in by index alone
-        path = f"{list_key}[{path}]"
+        path = list_key if loaded else f"{list_key}[{path}]"
     if isinstance(cause, ConfigTypeError) and "deletion" in str(cause):
         return f"{origin}: {path} cannot be deleted: the schema declares it; set it instead"
     parent, _, leaf = path.rpartition(".")
@@ -58,7 +58,7 @@ def schema_message(error: Exception) -> str | None:
         if override and schemas.takes_variables(node_type):
             hint = f" (to add a variable, write +{path}=...)"
         return unknown_key(origin, path, schemas.keys_of(node_type), hint)
-    expected = schemas.type_at(path)
+    expected = schemas.type_at(path.split(" or ")[0])  # the lists it may be in take one type
     if expected is None:
         return f"{origin}: {path}: {first_lines(str(getattr(cause, 'msg', cause)))}"
     got = getattr(cause, "value", None)
@@ -78,15 +78,43 @@ def unknown_key(origin: str, path: str, valid: Sequence[str], hint: str = "") ->
     )
 
 
-def only_list_of_containers(group: str) -> str | None:
-    """The one key of a group that holds a list of lists or mappings (tying.groups, init.rules):
-    where an item OmegaConf names by its index alone must be."""
+def list_in_file(config: str, index: str, config_dir: str | Path | None) -> str | None:
+    """Which list of lists or mappings (tying.groups, init.rules, init.edits) the file
+    `config` ("init/mine") holds an item `index` of: OmegaConf names a bad item of a list
+    merged in by its index alone. The group's only such key, or the one of them that the
+    file gives with that many items; several: "init.rules or init.edits"."""
+    group = config.split("/")[0]
     schema = schemas.type_at(group)
-    if not schemas.is_schema(schema):
+    if not schemas.is_schema(schema) or not index.isdigit():
         return None
     keys = [key for key in schemas.keys_of(schema)
             if schemas.is_list_of_containers(schemas.type_at(f"{group}.{key}"))]  # fmt: skip
-    return f"{group}.{keys[0]}" if len(keys) == 1 else None
+    if len(keys) > 1:
+        loaded = _load_yaml(config, config_dir)
+        given = [k for k in keys
+                 if isinstance(loaded.get(k), list) and len(loaded[k]) > int(index)]  # fmt: skip
+        keys = given or keys
+    if not keys:
+        return None
+    return " or ".join(f"{group}.{key}[{index}]" for key in keys)
+
+
+def _load_yaml(config: str, config_dir: str | Path | None) -> dict:
+    """The top level of `<config>.yaml`, shipped or from --config-dir ({} where unreadable)."""
+    import yaml
+
+    from runner.config import CONF_DIR
+
+    for folder in (CONF_DIR, config_dir):
+        path = Path(folder, f"{config}.yaml") if folder is not None else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
 
 
 def missing_option_message(error: Exception) -> str:

@@ -23,26 +23,33 @@ from runner.errors import ConfigError, did_you_mean, first_line, one_of
 from runner.layers import ALIASES
 from runner.schemes import SCHEMES
 
-INIT_KEYS = ("rules",)
+INIT_KEYS = ("rules", "edits")
+DEFAULT_INIT = "PyTorch default"  # what inspect shows for a parameter no rule fills
 
 
 @dataclass(frozen=True)
-class InitRule:
-    """One entry of `init.rules`."""
+class Selector:
+    """Which parameters an entry of `init.rules` or `init.edits` names."""
 
     where: str  # "init/normal.yaml: rules[0]"
-    params: tuple[str, ...]
-    modules: tuple[str, ...] | None
-    scheme: str | None  # a name in SCHEMES, or None for a _target_ callable
-    fill: Callable[..., None]
-    args: dict[str, Any] = field(default_factory=dict)
-    optional: bool = False  # True: matching nothing is fine (a bias rule on a bias-free model)
+    params: tuple[str, ...]  # globs on the full name
+    modules: tuple[str, ...] | None  # classes of the owning module; None: any
 
     def matches(self, name: str, module: nn.Module) -> bool:
         """True when `name` matches a `params` glob and `module`'s class is in `modules`."""
         if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.params):
             return False
         return self.modules is None or bool(_class_names(module) & set(self.modules))
+
+
+@dataclass(frozen=True)
+class InitRule(Selector):
+    """One entry of `init.rules`."""
+
+    scheme: str | None  # a name in SCHEMES, or None for a _target_ callable
+    fill: Callable[..., None]
+    args: dict[str, Any] = field(default_factory=dict)
+    optional: bool = False  # True: matching nothing is fine (a bias rule on a bias-free model)
 
     def describe(self) -> str:
         """E.g. "normal(mean=0.0, std=0.01)"; what `inspect` shows as a parameter's init."""
@@ -61,20 +68,26 @@ def parse_rules(init_cfg: Mapping[str, Any], where: str) -> list[InitRule]:
     return [_parse_rule(rule, f"{where}: rules[{i}]") for i, rule in enumerate(rules)]
 
 
-def _parse_rule(rule: Any, where: str) -> InitRule:
-    if not isinstance(rule, Mapping):
-        raise ConfigError(f"{where}: a rule is a mapping with 'scheme:' or '_target_:'")
-    args = dict(rule)
+def parse_selector(args: dict[str, Any], where: str) -> tuple[tuple, tuple | None, bool]:
+    """Pop `params` (default all), `modules` and `optional` from an entry's `args`."""
     params = _string_list(args.pop("params", "*"), where, "params")
     modules = args.pop("modules", None)
     if modules is not None:
         # Aliases name their class: modules: [linear] is modules: [Linear].
         names = _string_list(modules, where, "modules")
         modules = tuple(ALIASES[m].__name__ if m in ALIASES else m for m in names)
-    scheme, target = args.pop("scheme", None), args.pop("_target_", None)
     optional = args.pop("optional", False)
     if not isinstance(optional, bool):
         raise ConfigError(f"{where}: optional must be true or false, got {optional!r}")
+    return params, modules, optional
+
+
+def _parse_rule(rule: Any, where: str) -> InitRule:
+    if not isinstance(rule, Mapping):
+        raise ConfigError(f"{where}: a rule is a mapping with 'scheme:' or '_target_:'")
+    args = dict(rule)
+    params, modules, optional = parse_selector(args, where)
+    scheme, target = args.pop("scheme", None), args.pop("_target_", None)
     if (scheme is None) == (target is None):
         raise ConfigError(f"{where}: give exactly one of 'scheme' or '_target_'")
     if scheme is not None:
@@ -140,21 +153,32 @@ def plan_init(model: nn.Module, rules: list[InitRule]) -> dict[str, InitRule]:
     (wrong rank, bad arguments).
     """
     named = list(model.named_parameters())
-    owners = {name: model.get_submodule(name.rpartition(".")[0]) for name, _ in named}
+    owners = owners_of(model, named)
     plan: dict[str, InitRule] = {}
     for rule in rules:
-        matched = [(n, p) for n, p in named if rule.matches(n, owners[n])]
-        if not rule.optional:
-            _check_each_selector(rule, named, owners)
-        if not matched and not rule.optional:
-            raise ConfigError(_matches_nothing(rule, named, owners))
-        for name, param in matched:
+        for name, param in select(rule, named, owners, rule.optional):
             _check_fits(rule, name, param, owners[name])
             plan[name] = rule
     return plan
 
 
-def _check_each_selector(rule: InitRule, named: list, owners: dict[str, nn.Module]) -> None:
+def owners_of(model: nn.Module, named: list[tuple[str, torch.Tensor]]) -> dict[str, nn.Module]:
+    """Each parameter name's owning module."""
+    return {name: model.get_submodule(name.rpartition(".")[0]) for name, _ in named}
+
+
+def select(selector: Selector, named: list, owners: dict[str, nn.Module], optional: bool) -> list:
+    """The (name, parameter) pairs of `named` that `selector` matches. Unless `optional`,
+    every glob and class must match something, and so must the entry."""
+    matched = [(n, p) for n, p in named if selector.matches(n, owners[n])]
+    if not optional:
+        _check_each_selector(selector, named, owners)
+        if not matched:
+            raise ConfigError(_matches_nothing(selector, named, owners))
+    return matched
+
+
+def _check_each_selector(rule: Selector, named: list, owners: dict[str, nn.Module]) -> None:
     """Every glob in `params` and every class in `modules` must match something on its own:
     a typo in one entry of a list is still a typo."""
     names = [n for n, _ in named]
@@ -227,7 +251,7 @@ def _check_fits(rule: InitRule, name: str, param: torch.Tensor, owner: nn.Module
             raise ConfigError(f"{rule.where}: scheme {rule.scheme}: {problem}")
 
 
-def _matches_nothing(rule: InitRule, named: list, owners: dict[str, nn.Module]) -> str:
+def _matches_nothing(rule: Selector, named: list, owners: dict[str, nn.Module]) -> str:
     names = [n for n, _ in named]
     near = did_you_mean(rule.params[0], names)
     message = f"{rule.where}: params {list(rule.params)} match no parameter"

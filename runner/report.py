@@ -11,6 +11,7 @@ from tabulate import tabulate
 from torch import nn
 
 from runner.errors import ConfigError, did_you_mean, one_of
+from runner.init import DEFAULT_INIT
 from runner.probe import LayerCall
 from runner.tying import count_parameters, tied_names
 
@@ -61,7 +62,7 @@ def parameter_table(model: nn.Module, init: dict[str, str]) -> str:
                    else [None] * 5)  # a tensor of no values: nothing to describe  # fmt: skip
         rows.append([
             name, tuple(param.shape), str(param.dtype).removeprefix("torch."), str(param.device),
-            init.get(name, "PyTorch default"), ", ".join(tied[name]) or "-", *numbers,
+            init.get(name, DEFAULT_INIT), ", ".join(tied[name]) or "-", *numbers,
         ])  # fmt: skip
     headers = ["name", "shape", "dtype", "device", "init", "tied with",
                "mean", "std", "min", "max", "zero"]  # fmt: skip

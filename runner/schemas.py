@@ -70,6 +70,11 @@ class InitSchema:
         "or _target_: fn, optional: bool, ...arguments}; unmatched parameters keep PyTorch's init",
         factory=list,
     )
+    edits: list[dict[str, Any]] = setting(
+        doc="in order, after init and tying, as param.data += 1 is: {params: glob(s), modules: "
+        "class(es), optional: bool, index: [i, j, ...], one of add|sub|mul|div|set: number}",
+        factory=list,
+    )
 
 
 @dataclass
