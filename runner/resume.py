@@ -74,10 +74,17 @@ MAY_CHANGE = ("train.steps", "train.epochs", "train.resume", "train.checkpoint_e
 
 def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
     """Refuse to resume under a config that changes what trains (lr, data, seed, model, ...)."""
-    from omegaconf import OmegaConf
+    from omegaconf import MISSING, OmegaConf
+
+    from runner.schemas import default_at
 
     saved = _flatten(checkpoint.get("config") or {})
     now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    # A key the schema gained after the checkpoint was made stands at its default.
+    for key in set(now) - set(saved):
+        default = default_at(key)
+        if default is not MISSING:
+            saved[key] = default
     changed = [key for key in sorted(set(saved) | set(now))
                if saved.get(key) != now.get(key) and not key.startswith(MAY_CHANGE)]  # fmt: skip
     if changed:

@@ -346,6 +346,23 @@ def type_at(path: str) -> Any:
     return current
 
 
+def default_at(path: str) -> Any:
+    """The schema's default at a dotted key path such as "init.edits" (a fresh list or dict
+    for those), or MISSING where the path is not a declared key or has no default."""
+    owner: Any = InspectSchema
+    parent, _, leaf = path.rpartition(".")
+    for part in parent.split(".") if parent else []:
+        owner = strip_optional(hints(owner).get(part)) if dataclasses.is_dataclass(owner) else None
+    if not dataclasses.is_dataclass(owner):
+        return MISSING
+    for field in dataclasses.fields(owner):
+        if field.name == leaf:
+            if field.default_factory is not dataclasses.MISSING:
+                return field.default_factory()
+            return field.default
+    return MISSING
+
+
 def is_list_of_containers(tp: Any) -> bool:
     """True for a list whose items are lists or mappings (`tying.groups`, `init.rules`)."""
     inner = strip_optional(tp)

@@ -111,6 +111,23 @@ def test_resume_refuses_a_config_that_changes_training_but_allows_a_longer_run(t
     assert metrics["resumed_from_step"] == 4 and metrics["steps"] == 8
 
 
+def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_default(tmp_path):
+    """A checkpoint made before the schema gained a key (init.edits) has no such key: the
+    key stood at its default then, so resuming with the default is the same config."""
+    train(runner.compose(["train.steps=4", "train.progress=off"]), tmp_path / "first")
+    checkpoint = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]["init"]["edits"]
+    torch.save(checkpoint, tmp_path / "older.pt")
+    resume = f"train.resume={tmp_path / 'older.pt'}"
+    metrics = train(
+        runner.compose([resume, "train.steps=6", "train.progress=off"]), tmp_path / "on"
+    )
+    assert metrics["resumed_from_step"] == 4
+    edit = "init.edits=[{params: 0.weight, add: 1}]"
+    with pytest.raises(runner.ConfigError, match=r"another config \(init.edits: \[\] -> "):
+        train(runner.compose([resume, edit, "train.steps=6"]), tmp_path / "edited")
+
+
 def interrupt_in_step(step: int, interrupt):
     """A `prepare` whose loss calls `interrupt()` in training step `step` (evaluations not counted)."""
     real_prepare = train_module.prepare
