@@ -19,7 +19,8 @@ class LayerCall:
 
     path: str
     module: nn.Module
-    output: torch.Tensor
+    output: torch.Tensor  # a copy of the values it returned: a later in-place op (ReLU) keeps them
+    grad: torch.Tensor | None = None  # d(loss)/d(output) of those values, after a backward pass
 
     @property
     def kind(self) -> str:
@@ -58,8 +59,8 @@ def record_calls(model: nn.Module, x: torch.Tensor, backward: bool = False) -> l
     """Run `model(x)` and return every layer call in order.
 
     With `backward`, also backpropagate a N(0, 1) cotangent from the output (drawn
-    from a generator seeded with 0) so each call's `output.grad` holds the gradient
-    signal reaching that layer. Runs on a copy in the model's own mode: the model's
+    from a generator seeded with 0) so each call's `grad` holds the gradient signal
+    reaching that layer. Each call's `output` is a copy, taken as the layer returned it. Runs on a copy in the model's own mode: the model's
     parameters, buffers (BatchNorm statistics), gradients and the RNG are left as they were.
     """
     model = copy.deepcopy(model)  # deepcopy keeps tied modules tied
@@ -77,9 +78,12 @@ def record_calls(model: nn.Module, x: torch.Tensor, backward: bool = False) -> l
         path = where[index] if index < len(where) else f"{where[-1]} (call {index + 1})"
         if not isinstance(output, torch.Tensor):
             return
+        call = LayerCall(path, module, output.detach().clone())
         if backward and output.requires_grad:
-            output.retain_grad()
-        calls.append(LayerCall(path, module, output))
+            # A hook registered before an in-place op (ReLU(inplace=True)) gets the gradient
+            # of the values as they were; retain_grad would hold the in-place op's output's.
+            output.register_hook(lambda grad, call=call: setattr(call, "grad", grad))
+        calls.append(call)
 
     handles = [m.register_forward_hook(hook) for m in {id(m): m for _, m in paths}.values()]
     try:

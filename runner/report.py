@@ -128,7 +128,7 @@ def probe_table(calls: list[LayerCall]) -> str:
     rows = []
     for call in calls:
         out = call.output.detach().float()
-        grad = call.output.grad
+        grad = call.grad
         rows.append([
             call.path, call.kind, tuple(out.shape), out.mean().item(), out.std().item(),
             grad.float().std().item() if grad is not None else float("nan"),

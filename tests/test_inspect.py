@@ -115,10 +115,10 @@ def test_probe_gradient_column_is_the_backpropagated_signal():
     x = example_input(net, (4,), 64, torch.Generator().manual_seed(1))
     calls = record_calls(net, x, backward=True)
     cotangent = torch.randn(64, 1, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(calls[2].output.grad, cotangent)  # the output layer gets the cotangent
-    assert torch.allclose(calls[1].output.grad, cotangent @ net[2].weight.detach())  # through W2
+    assert torch.allclose(calls[2].grad, cotangent)  # the output layer gets the cotangent
+    assert torch.allclose(calls[1].grad, cotangent @ net[2].weight.detach())  # through W2
     relu_mask = (calls[0].output > 0).float()
-    assert torch.allclose(calls[0].output.grad, (cotangent @ net[2].weight.detach()) * relu_mask)
+    assert torch.allclose(calls[0].grad, (cotangent @ net[2].weight.detach()) * relu_mask)
 
 
 def test_inspect_on_conv_batchnorm_and_embedding_models(tmp_path, capsys):
@@ -182,7 +182,7 @@ def test_probe_leaves_model_and_rng_untouched():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert all(p.grad is None for p in net.parameters())
     assert [c.path for c in calls] == [str(i) for i in range(7)]
-    assert all(c.output.grad is not None for c in calls)
+    assert all(c.grad is not None for c in calls)
 
 
 @pytest.mark.slow
@@ -204,3 +204,20 @@ def test_cli_help_shows_examples():
     result = run_cli("runner.inspect", "--help")
     assert result.returncode == 0
     assert "inspect.param=0.1.0.bias" in result.stdout and "--config-dir" in result.stdout
+
+
+def test_probe_keeps_outputs_and_gradients_before_an_in_place_relu():
+    """ReLU(inplace=True) overwrites the Linear's output: the probe reports the values and
+    the gradient of what the Linear returned, as for a ReLU that is not in place."""
+    from torch import nn
+
+    from runner.probe import record_calls
+
+    torch.manual_seed(0)
+    in_place = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 1))
+    plain = nn.Sequential(in_place[0], nn.ReLU(), in_place[2])
+    x = torch.randn(16, 4)
+    ours, theirs = record_calls(in_place, x, backward=True), record_calls(plain, x, backward=True)
+    assert (ours[0].output < 0).any()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.output, b.output) and torch.equal(a.grad, b.grad), a.path

@@ -359,3 +359,19 @@ def test_layer_hooks_are_on_only_for_steps_that_log_and_gone_after_the_loop(
     assert not any(m._forward_hooks for m in model.modules())  # the model comes back clean
     # Logging every step registers the hook once, not once a step.
     assert len(registered) == (3 if every == 2 else 1)
+
+
+def test_an_in_place_relu_leaves_every_logged_number_as_without_it(tmp_path):
+    """ReLU(inplace=True) overwrites the Linear's output: its activations at step 0 (the
+    probe) and at later steps (the stash) are the values the Linear returned."""
+    layers = ("model.layers=[{{type: linear, out_features: 16}}, {{type: relu, inplace: {}}}, "
+              "{{type: linear, out_features: 1}}]")  # fmt: skip
+    logging = ["train.steps=3", "log.every=1", "log.hist_every=1"]
+    _, plain = run(tmp_path, layers.format("false"), *logging, name="plain")
+    _, in_place = run(tmp_path, layers.format("true"), *logging, name="in_place")
+    a, b = events(plain), events(in_place)
+    assert a.Tags()["scalars"] == b.Tags()["scalars"]
+    for tag in a.Tags()["scalars"]:
+        assert [e.value for e in a.Scalars(tag)] == [e.value for e in b.Scalars(tag)], tag
+    linear, relu = b.Scalars("activations_mean/0")[0], b.Scalars("activations_mean/1")[0]
+    assert linear.step == relu.step == 0 and linear.value < relu.value  # before the ReLU
