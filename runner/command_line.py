@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from runner.config import check_no_new_variables, compose, compose_with_hydra, job_config
 from runner.config_errors import first_lines
-from runner.errors import ConfigError
+from runner.errors import ConfigError, brief
 
 
 class Plan(NamedTuple):
@@ -74,7 +74,10 @@ def check_command_line(argv: Sequence[str]) -> Plan:
             check_no_new_variables(cfg, overrides, name, config_dir)
             job_config(cfg, overrides)
             check_output_dir(run_dir, "hydra.run.dir")
-            return NO_JOB_HERE if args.cfg else Plan(None, True)  # --cfg only prints
+            if args.cfg:
+                return NO_JOB_HERE  # --cfg only prints
+            check_not_a_finished_run(run_dir)
+            return Plan(None, True)
     launcher, jobs = _covering_jobs(overrides, name, config_dir)
     for job in jobs:
         compose(job, name, config_dir)
@@ -138,9 +141,19 @@ def check_output_dir(folder: str | Path | None, key: str) -> None:
     folder without write permission would stop it.
     """
     import os
+    import tempfile
 
     if folder is None:
         return
+    if not str(folder).strip():
+        raise ConfigError(f"{key} is empty: give the folder the run writes into, e.g. "
+                          f"{key}=runs/first")  # fmt: skip
+    too_long = [part for part in Path(folder).parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise ConfigError(
+            f"{key}={brief(str(folder), 60)}: the name {brief(too_long[0], 30)} is "
+            f"{len(os.fsencode(too_long[0]))} bytes; file systems take 255 at most"
+        )
     existing = Path(folder)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -149,10 +162,40 @@ def check_output_dir(folder: str | Path | None, key: str) -> None:
             f"{key}={folder}: cannot make this folder: {existing} is a file, not a folder; "
             f"give {key} a path under a folder"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # permissions alone do not tell (root may write anywhere but /proc, /sys)
+        os.rmdir(tempfile.mkdtemp(prefix=".runner-check-", dir=existing))
+    except OSError as error:
         raise ConfigError(
-            f"{key}={folder}: cannot make or write this folder: {existing} is not writable; "
-            f"give {key} a folder you can write to"
+            f"{key}={folder}: cannot make or write this folder: {existing} refuses new "
+            f"folders ({error.strerror}); give {key} a folder you can write to"
+        ) from error
+
+
+# What shows that a folder holds a run's results (or a sweep's): never written over.
+RUN_RESULTS = ("metrics.json", "model.pt", "checkpoint.pt")
+SWEEP_RESULTS = ("multirun.yaml", "summary.csv", "summary.md")
+
+
+def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> None:
+    """A ConfigError when `folder` already holds a run's results (metrics.json, model.pt,
+    checkpoint.pt, event files under tb/) or, with `sweep`, a sweep's (multirun.yaml, its
+    summary): a second run there would replace them and mix its events with theirs."""
+    if folder is None or not Path(folder).is_dir():
+        return
+    path = Path(folder)
+    names = SWEEP_RESULTS if sweep else RUN_RESULTS
+    found = [name for name in names if (path / name).exists()]
+    if not sweep and (path / "tb").is_dir() and any(p.is_file() for p in (path / "tb").rglob("*")):
+        found.append("tb/")
+    if found:
+        key, what = ("hydra.sweep.dir", "a sweep") if sweep else ("hydra.run.dir", "a run")
+        resume = "" if sweep else (
+            f", or continue it in a new folder: train.resume={path}/checkpoint.pt "
+            f"{key}=<new folder>"
+        )
+        raise ConfigError(
+            f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
+            f"would write over; give {key} a new folder{resume}"
         )
 
 
@@ -189,6 +232,7 @@ def _covering_jobs(
         params_source = f"experiment/{experiment}.yaml: {params_source}"
     job_config(base, fixed)
     check_output_dir(sweep_dir, "hydra.sweep.dir")
+    check_not_a_finished_run(sweep_dir, sweep=True)
     # As the basic sweeper does: the config's params first, the command line's win per key.
     in_order = [(o, params_source) for o in parser.parse_overrides(params)]
     in_order += [(o, "command line") for o in parsed]

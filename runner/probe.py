@@ -60,8 +60,9 @@ def record_calls(model: nn.Module, x: torch.Tensor, backward: bool = False) -> l
 
     With `backward`, also backpropagate a N(0, 1) cotangent from the output (drawn
     from a generator seeded with 0) so each call's `grad` holds the gradient signal
-    reaching that layer. Each call's `output` is a copy, taken as the layer returned it. Runs on a copy in the model's own mode: the model's
-    parameters, buffers (BatchNorm statistics), gradients and the RNG are left as they were.
+    reaching that layer. Each call's `output` is a copy, taken as the layer returned it.
+    Runs on a copy in the model's own mode: the model's parameters, buffers (BatchNorm
+    statistics), gradients and the RNG are left as they were.
     """
     model = copy.deepcopy(model)  # deepcopy keeps tied modules tied
     paths = layer_paths(model)

@@ -267,6 +267,23 @@ CASES = [
           words=("hydra.run.dir={tmp}/afile/run", "{tmp}/afile is a file",
                  "a path under a folder"),
           files={"afile": "a file\n"}),
+    train("run-dir-holds-a-run", "hydra.run.dir={tmp}/run",
+          words=("hydra.run.dir={tmp}/run: it already holds a run (metrics.json, model.pt, tb/)",
+                 "give hydra.run.dir a new folder",
+                 "train.resume={tmp}/run/checkpoint.pt hydra.run.dir=<new folder>"),
+          files={"run/metrics.json": '{"status": "ok"}\n', "run/model.pt": "weights\n",
+                 "run/tb/events.out.tfevents.1.host": "events\n", "run/.hydra/config.yaml": "seed: 0\n"}),
+    train("run-dir-empty", "hydra.run.dir=", words=("hydra.run.dir is empty", "hydra.run.dir=runs/")),
+    train("run-dir-in-proc", "hydra.run.dir=/proc/runner-run",
+          words=("hydra.run.dir=/proc/runner-run", "cannot make or write this folder")),
+    train("run-dir-name-too-long", "hydra.run.dir={tmp}/" + "a" * 300,
+          words=("is 300 bytes", "255 at most")),
+    train("sweep-dir-holds-a-sweep", "-m", "hydra.sweep.dir={tmp}/sweep", "seed=0,1",
+          "train.steps=0",
+          words=("hydra.sweep.dir={tmp}/sweep: it already holds a sweep (multirun.yaml, summary.csv)",
+                 "give hydra.sweep.dir a new folder"),
+          files={"sweep/multirun.yaml": "hydra: {}\n", "sweep/summary.csv": "job,status\n0,ok\n",
+                 "sweep/0/model.pt": "weights\n"}),
     train("sweep-dir-under-a-file", "-m", "hydra.sweep.dir={tmp}/afile/sweep", "seed=0,1",
           "train.steps=0",
           words=("hydra.sweep.dir={tmp}/afile/sweep", "{tmp}/afile is a file"),
@@ -317,7 +334,7 @@ FULL_ERROR_CASES = ["unknown-model-option", "unknown-layer-type", "compare-no-ev
 class Outcome:
     case: Case
     tmp: Path
-    made: set[Path]  # the files the case made before running
+    made: dict[Path, bytes]  # the files the case made before running, and their bytes
     returncode: int
     stdout: str
     stderr: str
@@ -327,7 +344,7 @@ class Outcome:
         return value.replace("{tmp}", str(self.tmp))
 
 
-def _make_files(case: Case, tmp: Path) -> set[Path]:
+def _make_files(case: Case, tmp: Path) -> dict[Path, bytes]:
     files: dict[str, str | Callable[[Path], None]] = dict(case.files)
     if "--config-dir" in case.argv and "{tmp}/conf" in case.argv:
         files.update({f"conf/{name}": text for name, text in USER_CONF.items()})
@@ -338,7 +355,7 @@ def _make_files(case: Case, tmp: Path) -> set[Path]:
             path.write_text(content)
         else:
             content(path)
-    return {p for p in tmp.rglob("*") if p.is_file()}
+    return {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
 
 
 def _run(case: Case, tmp: Path, env: dict | None = None) -> Outcome:
@@ -408,6 +425,8 @@ def test_a_bad_input_fails_with_one_clear_line(case, outcomes):
     for word in case.words:
         assert outcome.text(word) in errors[0], f"{outcome.text(word)!r} missing\n{shown}"
     assert _finished_runs(outcome) == [], shown
+    for path, content in outcome.made.items():  # nothing the user had is changed or lost
+        assert path.is_file() and path.read_bytes() == content, f"{path} changed\n{shown}"
 
 
 @pytest.mark.parametrize("name", FULL_ERROR_CASES)
