@@ -189,9 +189,13 @@ def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> 
         found.append("tb/")
     if found:
         key, what = ("hydra.sweep.dir", "a sweep") if sweep else ("hydra.run.dir", "a run")
-        resume = "" if sweep else (
-            f", or continue it in a new folder: train.resume={path}/checkpoint.pt "
-            f"{key}=<new folder>"
+        resume = (
+            ""
+            if sweep
+            else (
+                f", or continue it in a new folder: train.resume={path}/checkpoint.pt "
+                f"{key}=<new folder>"
+            )
         )
         raise ConfigError(
             f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "

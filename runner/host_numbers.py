@@ -41,6 +41,15 @@ def histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) ->
     return limits, fold_last_bin(counts), counts.sum(1).tolist()
 
 
+def sum_of_squares(total: float, centred_squares: float, n: int) -> float:
+    """sum(x^2) of n values from their sum and centred sum of squares: q + s^2 / n. Values
+    holding an infinity (and no NaN) have an infinite sum, and their centred squares are
+    NaN (inf - inf): their sum of squares is inf, as a direct sum gives."""
+    if math.isinf(total):
+        return math.inf
+    return centred_squares + total * total / n
+
+
 def sample_std(centred_squares: float, n: int) -> float:
     """The sample std from the centred sum of squares of n values (0 for a single value)."""
     return math.sqrt(centred_squares / (n - 1)) if n > 1 else 0.0

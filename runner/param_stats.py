@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from runner.host_copy import Shipment
-from runner.host_numbers import Histogram, histogram_rows, sample_std
+from runner.host_numbers import Histogram, histogram_rows, sample_std, sum_of_squares
 from runner.param_buffers import Pair, TinyBlock
 from runner.reductions import (
     STACK_LIMIT,
@@ -249,8 +249,9 @@ class ParamStats:
             if update:
                 new = values[0][-block.weights.numel() :].astype(np.float64)
                 old = values[1].astype(np.float64)
-                ratio = (np.add.reduceat(np.square(new - old), block.starts).tolist(),
-                         np.add.reduceat(np.square(old), block.starts).tolist())  # fmt: skip
+                with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, quietly
+                    ratio = (np.add.reduceat(np.square(new - old), block.starts).tolist(),
+                             np.add.reduceat(np.square(old), block.starts).tolist())  # fmt: skip
             hist = None
             if histograms:
                 hist = (reduced[2].tolist(), reduced[3].tolist(), reduced[4])
@@ -288,7 +289,7 @@ class ParamStats:
                 tags = self._tags(f"{prefix}_norm", f"{prefix}_std")
                 for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
                     s, q = m[0], m[1]
-                    norm, std = math.sqrt(q + s * s / n), sample_std(q, n)
+                    norm, std = math.sqrt(sum_of_squares(s, q, n)), sample_std(q, n)
                     for norm_tag, std_tag in tensor_tags:
                         scalars_of[norm_tag] = norm
                         scalars_of[std_tag] = std
@@ -322,7 +323,7 @@ class ParamStats:
             tags = self._tags(prefix)
             for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
                 s, q = m[0], m[1]
-                histogram = Histogram(lows[at], highs[at], nums[at], s, q + s * s / n,
+                histogram = Histogram(lows[at], highs[at], nums[at], s, sum_of_squares(s, q, n),
                                       limits[at], counts[at])  # fmt: skip
                 for (tag,) in tensor_tags:
                     histograms_of[tag] = histogram

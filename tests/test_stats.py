@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import runner
-from runner.reductions import STACK_LIMIT
+from runner.reductions import STACK_LIMIT, TINY_LIMIT
 from runner.stats import StepStats
 
 
@@ -257,3 +257,21 @@ def test_parameters_and_outputs_of_no_values_get_no_tags_and_the_others_theirs()
     stats = StepStats(only_empty, hist_bins=8)
     stats.before_update(scalars=True, histograms=True)
     assert stats.finish(scalars=True, histograms=True, extra={}) is not None
+
+
+def test_a_tensor_holding_an_infinity_has_an_infinite_norm():
+    # Its centred squares are NaN (inf - inf); its norm and sum of squares are inf, as a
+    # direct sum gives, on the device path (a big tensor) and the host path (a bias).
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(100, 200), torch.nn.Linear(200, 1))
+    assert net[0].weight.numel() > TINY_LIMIT  # reduced on the device
+    with torch.no_grad():
+        net[0].weight[3, 7] = float("inf")
+        net[0].bias[0] = float("-inf")
+    stats = StepStats(net, hist_bins=8)
+    stats.before_update(scalars=True, histograms=True)
+    record = stats.finish(scalars=True, histograms=True, extra={})
+    for name in ("0.weight", "0.bias"):
+        assert record.scalars[f"weights_norm/{name}"] == float("inf"), name
+        assert record.histograms[f"weights/{name}"].sum_squares == float("inf"), name
+    assert record.scalars["weights_norm/1.weight"] == pytest.approx(net[1].weight.norm().item())
