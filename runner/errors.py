@@ -91,9 +91,12 @@ def exit_on_user_error(main: F) -> F:
 
 
 def first_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's message (its type name if it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The first non-empty line of an exception's message (its type name if it has none);
+    a line that ends with ":" (Hydra's "Error in call to target 'x':") takes the next."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def brief(value: object, limit: int = 60) -> str:

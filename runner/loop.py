@@ -94,7 +94,7 @@ def _steps(cfg: DictConfig, setup: Setup, writer: RunWriter, checkpoint: Callabl
         # The rate this step used, read before the schedule moves it.
         lr = optimizer.param_groups[0]["lr"]
         if setup.scheduler is not None:
-            setup.scheduler.step()
+            step_schedule(setup.scheduler, step, cfg)
         shown_loss = None
         if logs:
             extra = {"loss/train": loss} if scalars else {}
@@ -156,3 +156,18 @@ def log_initial_state(cfg: DictConfig, setup: Setup, writer: RunWriter, initial:
         if cfg.train.val_every and math.isfinite(initial["val"]):
             record.scalars["loss/val"] = initial["val"]
     writer.hold(0, record)  # written with the first write after step 1
+
+
+def step_schedule(scheduler: Any, step: int, cfg: DictConfig) -> None:
+    """`scheduler.step()`; a schedule that fails (StepLR with step_size 0 divides by it)
+    ends the run with one line naming it, as a bad config does."""
+    try:
+        scheduler.step()
+    except Exception as error:
+        from runner.config import source
+        from runner.errors import ConfigError, first_line
+
+        raise ConfigError(
+            f"{source(cfg, 'optim')}: scheduler: {type(scheduler).__name__}.step() failed "
+            f"after step {step}: {first_line(error)}"
+        ) from error

@@ -135,7 +135,7 @@ class OptimSchema:
     scheduler: Any = setting(
         None,
         "a {_target_: torch.optim.lr_scheduler class, _partial_: true, ...} mapping, stepped "
-        "every step; null: a constant rate",
+        "after every step with no metric (so not ReduceLROnPlateau); null: a constant rate",
     )
 
 

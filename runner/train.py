@@ -117,6 +117,22 @@ def _instantiate(node: Any, where: str, *args: Any) -> Any:
         raise ConfigError(f"{where}: {first_line(error)}") from error
 
 
+def _check_scheduler(scheduler: Any, steps: int, where: str) -> None:
+    """The runner calls `scheduler.step()` once after every training step, with no metric."""
+    name = type(scheduler).__name__
+    if not callable(getattr(scheduler, "step", None)):
+        raise ConfigError(f"{where}: {name} has no step(); give a torch.optim.lr_scheduler "
+                          "class with _partial_: true")  # fmt: skip
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ConfigError(f"{where}: ReduceLROnPlateau steps on a metric, and the runner "
+                          "steps the schedule once a training step without one; use a "
+                          "schedule by step (StepLR, CosineAnnealingLR, OneCycleLR)")  # fmt: skip
+    total = getattr(scheduler, "total_steps", None)  # OneCycleLR refuses to go past it
+    if isinstance(total, int) and total < steps:
+        raise ConfigError(f"{where}: {name} has total_steps={total} but the run trains "
+                          f"{steps} steps; set total_steps to at least {steps}")  # fmt: skip
+
+
 def prepare(cfg: DictConfig) -> Setup:
     """Build the model, data, loss and optimizer on the chosen device, checking all of them."""
     from runner.resume import check_same_config, load_checkpoint, restore
@@ -151,6 +167,7 @@ def prepare(cfg: DictConfig) -> Setup:
     scheduler = None
     if cfg.optim.get("scheduler") is not None:
         scheduler = _instantiate(cfg.optim.scheduler, f"{optim_where}: scheduler", optimizer)
+        _check_scheduler(scheduler, steps, f"{optim_where}: scheduler")
     generator = torch.Generator(device).manual_seed(cfg.seed)
     watch = NonFiniteWatch(cfg.train.get("on_nonfinite", "stop"), model, device)
     forward = Forward(model, device, cfg.train.get("amp"), cfg.train.get("compile", False))

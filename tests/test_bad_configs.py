@@ -258,7 +258,24 @@ def test_unknown_parameter_path_is_a_clear_error():
     assert "inspect.param=0.1.0.bais" in result.stderr and "'0.block 1.0.bias'" not in result.stdout
 
 
+SCHEDULER = "optim.scheduler={_target_: torch.optim.lr_scheduler."
 TRAIN_CASES = {
+    "scheduler on a metric": (
+        [SCHEDULER + "ReduceLROnPlateau, _partial_: true}"],
+        "optim/sgd.yaml: scheduler: ReduceLROnPlateau steps on a metric",
+    ),
+    "scheduler too short": (
+        [SCHEDULER + "OneCycleLR, _partial_: true, max_lr: 0.1, total_steps: 3}", "train.steps=5"],
+        "OneCycleLR has total_steps=3 but the run trains 5 steps; set total_steps to at least 5",
+    ),
+    "scheduler without step": (
+        ["optim.scheduler={_target_: torch.nn.ReLU, _partial_: true}"],
+        "optim/sgd.yaml: scheduler: ReLU has no step()",
+    ),
+    "scheduler without _partial_": (
+        [SCHEDULER + "StepLR, step_size: 2}"],
+        "Error in call to target 'torch.optim.lr_scheduler.StepLR': TypeError(",
+    ),
     "negative grad_clip": (
         ["train.grad_clip=-1"],
         "train.grad_clip must be a number > 0 or null, got -1",
@@ -325,3 +342,15 @@ def test_bad_training_config_fails_in_prepare_before_any_work(case):
     with pytest.raises(runner.ConfigError) as error:
         prepare(runner.compose(overrides))
     assert "\n" not in str(error.value) and words in str(error.value), str(error.value)
+
+
+def test_a_schedule_that_fails_mid_run_ends_it_with_one_line(tmp_path):
+    from runner.train import train
+
+    cfg = runner.compose([SCHEDULER + "StepLR, _partial_: true, step_size: 0}", "train.steps=5",
+                          "train.progress=off"])  # fmt: skip
+    with pytest.raises(runner.ConfigError) as error:
+        train(cfg, tmp_path / "run")
+    assert str(error.value) == (
+        "optim/sgd.yaml: scheduler: StepLR.step() failed after step 1: integer modulo by zero"
+    )
