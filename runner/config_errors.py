@@ -155,6 +155,8 @@ def override_message(
         group, option = added[0][1:].split("=", 1)
         return (f"command line: {added[0]}: {group} is already in {config_name}.yaml's defaults; "
                 f"write {group}={option} (without +)")  # fmt: skip
+    if not str(error).strip():  # Hydra's ConfigCompositionException: the message is its cause's
+        return _cause_message(error)
     if not match:
         override = getattr(error, "override", None)
         prefix = f"override '{override}': " if override else ""
@@ -173,6 +175,24 @@ def override_message(
     valid = f"; valid keys{' of ' + parent if parent else ''}: {one_of(keys)}" if keys else ""
     near = did_you_mean(leaf, keys)
     return f"{key}: no such key in the config{valid}{near} (to add a new key, write +{key}=...)"
+
+
+def _cause_message(error: BaseException) -> str:
+    """The first cause with a message, with the key it names (OmegaConf's full_key): an
+    interpolation that does not parse (`${bad grammar`) reaches Hydra's error that way."""
+    from omegaconf.errors import GrammarParseError
+
+    cause = error.__cause__ or error.__context__
+    while cause is not None and not str(cause).strip():
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return f"the config does not compose ({type(error).__name__})"
+    text = str(getattr(cause, "msg", None) or cause).splitlines()[0].strip()
+    key = getattr(cause, "full_key", None)
+    where = f"{key}: " if key else ""
+    if isinstance(cause, GrammarParseError):
+        return f"{where}a ${{...}} interpolation does not parse ({text}); check its brackets"
+    return f"{where}{text}"
 
 
 def first_lines(text: str) -> str:

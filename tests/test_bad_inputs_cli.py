@@ -83,6 +83,8 @@ def _empty_tb(path: Path) -> None:
 
 # A user's own config folder, written into the case's folder as conf/ (--config-dir {tmp}/conf).
 USER_CONF = {
+    "init/grammar.yaml": '# an interpolation that does not parse\nstd: "${bad grammar"\n'
+    'rules:\n  - {params: "*.weight", scheme: normal, std: "${init.std}"}\n',
     "model/yaml_error.yaml": "# broken YAML\nlayers: [{type: linear, out_features: 3}\n",
     "model/typo.yaml": "# bad type\nlayers:\n  - {type: lineer, out_features: 8}\n",
     "model/loop.yaml": "# a block in itself\nblocks:\n  a: [{type: b}]\n  b: [{type: a}]\nlayers: [{type: a}]\n",
@@ -140,6 +142,10 @@ CASES = [
     # --- YAML and config options (a group's option that does not exist) ---
     train("yaml-syntax-error", *CONF, "model=yaml_error",
           words=("model/yaml_error.yaml", "YAML syntax error", "line 2")),
+    train("interpolation-does-not-parse", *CONF, "init=grammar",
+          words=("std: a ${...} interpolation does not parse", "token recognition error")),
+    inspect("inspect-interpolation-does-not-parse", *CONF, "init=grammar",
+            words=("std: a ${...} interpolation does not parse",)),
     train("unknown-model-option", "model=mpl", words=("model=mpl", "valid:", "did you mean 'mlp'")),
     train("unknown-init-option", "init=xavir", words=("init=xavir", "valid:", "'xavier'")),
     train("unknown-tying-option", "tying=hiden", words=("tying=hiden", "valid:", "'hidden'")),
