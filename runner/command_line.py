@@ -79,6 +79,7 @@ def check_command_line(argv: Sequence[str]) -> Plan:
             check_not_a_finished_run(run_dir)
             return Plan(None, True)
     launcher, jobs = _covering_jobs(overrides, name, config_dir)
+    _check_launcher(launcher)
     for job in jobs:
         compose(job, name, config_dir)
     if args.cfg:
@@ -200,6 +201,19 @@ def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> 
         raise ConfigError(
             f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
             f"would write over; give {key} a new folder{resume}"
+        )
+
+
+def _check_launcher(launcher: DictConfig) -> None:
+    """joblib's n_jobs: a worker count, negative counting back from the cores (0 is none)."""
+    from runner.launchers import JOBLIB_LAUNCHER
+
+    n_jobs = launcher.get("n_jobs") if launcher.get("_target_") == JOBLIB_LAUNCHER else -1
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)
+                               or n_jobs == 0):  # fmt: skip
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n_jobs}: give the number of parallel jobs (an integer, "
+            "not 0; -1: one per core, -2: all cores but one)"
         )
 
 

@@ -138,12 +138,20 @@ def restore(setup: Setup, checkpoint: dict[str, Any], per_epoch: int, where: str
         raise ConfigError(
             f"{where}: does not fit this config's model or optimizer ({first_line(error)})"
         ) from error
-    step, rng = int(checkpoint["step"]), checkpoint["rng"]
-    setup.watch.skipped = int(checkpoint.get("nonfinite_skipped", 0))
-    torch.set_rng_state(rng["torch"])
-    if setup.device.type == "cuda" and rng.get("cuda") is not None:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    mid_epoch = step % per_epoch != 0 and rng.get("data_epoch_start") is not None
-    # Mid-epoch: rewind the data stream to before this epoch's shuffle, which the loop replays.
-    setup.generator.set_state(rng["data_epoch_start"] if mid_epoch else rng["data"])
+    step, rng = checkpoint.get("step"), checkpoint.get("rng")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"{where}: its step must be a whole number >= 0, got {step!r}; "
+                          "give a checkpoint.pt that a run wrote")  # fmt: skip
+    try:
+        setup.watch.skipped = int(checkpoint.get("nonfinite_skipped", 0))
+        torch.set_rng_state(rng["torch"])
+        if setup.device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        mid_epoch = step % per_epoch != 0 and rng.get("data_epoch_start") is not None
+        # Mid-epoch: rewind the data stream to before this epoch's shuffle, which the loop
+        # replays.
+        setup.generator.set_state(rng["data_epoch_start"] if mid_epoch else rng["data"])
+    except Exception as error:  # a hand-edited file: no RNG states, or not tensors
+        raise ConfigError(f"{where}: its RNG states cannot be restored ({first_line(error)}); "
+                          "give a checkpoint.pt that a run wrote") from error  # fmt: skip
     return step

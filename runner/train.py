@@ -69,8 +69,28 @@ def _integer(node: DictConfig, key: str, where: str, minimum: int) -> int:
     return require_int(node.get(key), f"{where}.{key}", minimum)
 
 
+def _check_finite(node: Any, path: str, where: str) -> None:
+    """Every number under `node` (a plain tree) is finite: a NaN or infinite rate, noise or
+    clip would only show later, as a diverged run."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, f"{path}.{key}", where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, f"{path}[{i}]", where)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where}{path} must be a finite number, got {node}")
+
+
+MAX_HIST_BINS = 1_000_000  # a host array of bins + 1 counts per tensor each logging step
+
+
 def check_settings(cfg: DictConfig) -> None:
-    """The `train.*` and `log.*` values, each against its valid range."""
+    """The `train.*` and `log.*` values, each against its valid range; no NaN or infinity
+    in `train`, `log`, `optim` or `data`."""
+    for group in ("train", "log", "optim", "data"):
+        where = f"{source(cfg, group)}: " if group in ("optim", "data") else ""
+        _check_finite(to_plain(cfg.get(group)), group, where)
     train_cfg, log_cfg = cfg.train, cfg.log
     _integer(train_cfg, "batch_size", "train", 1)
     _integer(train_cfg, "steps", "train", 0)
@@ -80,7 +100,9 @@ def check_settings(cfg: DictConfig) -> None:
         _integer(train_cfg, "epochs", "train", 0)
     _integer(log_cfg, "every", "log", 0)
     _integer(log_cfg, "hist_every", "log", 0)
-    _integer(log_cfg, "hist_bins", "log", 1)
+    if _integer(log_cfg, "hist_bins", "log", 1) > MAX_HIST_BINS:
+        raise ConfigError(f"log.hist_bins must be at most {MAX_HIST_BINS:,}, got "
+                          f"{log_cfg.hist_bins:,}")  # fmt: skip
     clip = train_cfg.get("grad_clip")
     if clip is not None and (not is_number(clip) or clip <= 0):
         raise ConfigError(f"train.grad_clip must be a number > 0 or null, got {clip!r}")
@@ -145,7 +167,15 @@ def prepare(cfg: DictConfig) -> Setup:
     built = build(cfg)
     torch.manual_seed(cfg.seed)  # dropout and anything else drawing from the global stream
     model = built.module.to(device)
-    data = make_data(to_plain(cfg.data), built.input_shape, cfg.seed, device, source(cfg, "data"))
+    try:
+        data = make_data(to_plain(cfg.data), built.input_shape, cfg.seed, device,
+                         source(cfg, "data"))  # fmt: skip
+    except (MemoryError, RuntimeError) as error:  # n_train=1e11: the allocator refuses
+        if isinstance(error, RuntimeError) and "memory" not in str(error).lower():
+            raise
+        raise ConfigError(f"{source(cfg, 'data')}: the data does not fit in memory "
+                          f"(data.n_train={cfg.data.n_train}, data.n_val={cfg.data.n_val}): "
+                          f"{first_line(error)}") from error  # fmt: skip
     if batch_size > data.n_train:
         raise ConfigError(
             f"train.batch_size={batch_size} is larger than the {data.n_train} training samples "

@@ -260,6 +260,24 @@ def test_unknown_parameter_path_is_a_clear_error():
 
 SCHEDULER = "optim.scheduler={_target_: torch.optim.lr_scheduler."
 TRAIN_CASES = {
+    "nan lr": (
+        ["optim.optimizer.lr=nan"],
+        "optim/sgd.yaml: optim.optimizer.lr must be a finite number, got nan",
+    ),
+    "infinite noise": (
+        ["data.noise=inf"],
+        "data/regression.yaml: data.noise must be a finite number, got inf",
+    ),
+    "nan in a list": (["data.true_w=[1,nan,1,1]"], "data.true_w[1] must be a finite number"),
+    "nan grad_clip": (["train.grad_clip=nan"], "train.grad_clip must be a finite number, got nan"),
+    "too many bins": (
+        ["log.hist_bins=100000000000"],
+        "log.hist_bins must be at most 1,000,000, got 100,000,000,000",
+    ),
+    "data beyond memory": (
+        ["data.n_train=100000000000"],
+        "data/regression.yaml: the data does not fit in memory",
+    ),
     "scheduler on a metric": (
         [SCHEDULER + "ReduceLROnPlateau, _partial_: true}"],
         "optim/sgd.yaml: scheduler: ReduceLROnPlateau steps on a metric",

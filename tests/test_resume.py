@@ -128,6 +128,21 @@ def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_defa
         train(runner.compose([resume, edit, "train.steps=6"]), tmp_path / "edited")
 
 
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [({"step": "abc"}, "its step must be a whole number >= 0, got 'abc'"),
+     ({"step": -5}, "its step must be a whole number >= 0, got -5"),
+     ({"rng": {}}, "its RNG states cannot be restored")],
+)  # fmt: skip
+def test_a_hand_edited_checkpoint_is_a_clear_error(tmp_path, edit, words):
+    train(runner.compose(["train.steps=3", "train.progress=off"]), tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    torch.save({**checkpoint, **edit}, tmp_path / "edited.pt")
+    resume = f"train.resume={tmp_path / 'edited.pt'}"
+    with pytest.raises(runner.ConfigError, match=words):
+        train(runner.compose([resume, "train.steps=6", "train.progress=off"]), tmp_path / "on")
+
+
 def interrupt_in_step(step: int, interrupt):
     """A `prepare` whose loss calls `interrupt()` in training step `step` (evaluations not counted)."""
     real_prepare = train_module.prepare
