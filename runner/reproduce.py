@@ -71,7 +71,7 @@ def default_out(run_dir: Path) -> Path:
 
 def check_run_dir(run_dir: Path) -> None:
     """A ConfigError unless `run_dir` holds a finished run."""
-    from runner.errors import ConfigError
+    from runner.errors import ConfigError, first_line
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such folder")
@@ -81,6 +81,30 @@ def check_run_dir(run_dir: Path) -> None:
             f"{run_dir}: not a finished run (missing {', '.join(missing)}); give the folder "
             "that `python -m runner` printed as its run dir"
         )
+    run_record(run_dir)
+    try:
+        from omegaconf import OmegaConf
+
+        OmegaConf.load(run_dir / ".hydra/config.yaml")
+    except Exception as error:  # a hand-edited file
+        raise ConfigError(f"{run_dir / '.hydra/config.yaml'}: cannot read it "
+                          f"({first_line(error)})") from error  # fmt: skip
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """run.json, checked: a mapping whose `overrides` is a list of strings (the command)."""
+    from runner.errors import ConfigError, first_line
+
+    path = run_dir / "run.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read it as JSON ({first_line(error)})") from error
+    overrides = record.get("overrides") if isinstance(record, dict) else None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"{path}: it has no 'overrides' list (the command's overrides), "
+                          "so the run cannot be made again: not a run's run.json")  # fmt: skip
+    return record
 
 
 def targets_in(tree: Any) -> list[str]:
@@ -129,7 +153,7 @@ def custom_targets(run_dir: Path) -> list[str]:
 
     from omegaconf import OmegaConf
 
-    record = json.loads((run_dir / "run.json").read_text())
+    record = run_record(run_dir)
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra/config.yaml"), resolve=False)
     targets = set(targets_in(saved))
     for override in record.get("overrides", []):
@@ -159,7 +183,7 @@ def _composed_targets(record: dict[str, Any]) -> list[str]:
 
 def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
     """Run the recorded command's overrides again, with the run dir moved to `out`."""
-    record = json.loads((run_dir / "run.json").read_text())
+    record = run_record(run_dir)
     command = [sys.executable, "-m", "runner", *record.get("overrides", []),
                f"hydra.run.dir={hydra_quoted(str(out))}"]  # fmt: skip
     if record.get("config_dir"):
@@ -244,8 +268,13 @@ def _reproduce(args: argparse.Namespace) -> int:
                 "read them first, then pass --allow-custom-targets"
             )
     out = (args.out or default_out(run_dir)).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give an empty or new folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already holds files; give an empty or new folder")
+    from runner.command_line import check_output_dir
+
+    check_output_dir(out, "--out")
     print(f"reproducing {run_dir}\n        into {out}")
     result = rerun(run_dir, out)
     if result.returncode != 0 or not (out / "model.pt").is_file():

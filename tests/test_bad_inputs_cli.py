@@ -107,6 +107,11 @@ USER_CONF = {
     "hydra:\n  sweeper:\n    params:\n      hydra.job.chdir: true,false\n      seed: 0,1\n",
 }
 CONF = ("--config-dir", "{tmp}/conf")
+# A finished run's files as reproduce checks them (their contents matter only where a case
+# breaks one).
+FAKE_RUN = {"run/run.json": '{"overrides": ["train.steps=1"]}\n',
+            "run/metrics.json": '{"status": "ok"}\n', "run/model.pt": "weights\n",
+            "run/.hydra/config.yaml": "seed: 0\n"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -319,6 +324,17 @@ CASES = [
                    "did you mean '0.block 1.0.bias'")),
     inspect("inspect-missing-config-dir", "--config-dir", "{tmp}/nowhere", "model=mlp",
             words=("--config-dir {tmp}/nowhere", "no such folder")),
+    Case("reproduce-run-json-not-json", ("runner.reproduce", "{tmp}/run"),
+         ("{tmp}/run/run.json: cannot read it as JSON",),
+         files={**FAKE_RUN, "run/run.json": "not json\n"}),
+    Case("reproduce-run-json-without-overrides", ("runner.reproduce", "{tmp}/run"),
+         ("{tmp}/run/run.json: it has no 'overrides' list",),
+         files={**FAKE_RUN, "run/run.json": "[]\n"}),
+    Case("reproduce-config-not-yaml", ("runner.reproduce", "{tmp}/run"),
+         ("{tmp}/run/.hydra/config.yaml: cannot read it",),
+         files={**FAKE_RUN, "run/.hydra/config.yaml": "seed: [oops\n"}),
+    Case("reproduce-out-is-a-file", ("runner.reproduce", "{tmp}/run", "--out", "{tmp}/afile"),
+         ("--out {tmp}/afile: is a file",), files={**FAKE_RUN, "afile": "a file\n"}),
     Case("reproduce-not-a-run", ("runner.reproduce", "{tmp}/notrun"),
          ("{tmp}/notrun", "not a finished run", "run.json", "run dir"),
          files={"notrun": _not_a_run}),
