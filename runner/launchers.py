@@ -27,6 +27,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runner.worker_deaths import survive_worker_deaths
+
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 JOBLIB_OVERRIDE = "hydra/launcher=joblib"
 
@@ -68,10 +70,11 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     Only on POSIX (Windows has no fork), and only when the `__main__` module is importable
     by name (`python -m runner`), since each worker imports it again."""
     global _started
-    if launcher.get("_target_") != JOBLIB_LAUNCHER or sys.platform == "win32":
+    if launcher.get("_target_") != JOBLIB_LAUNCHER:
         return False
-    if getattr(sys.modules["__main__"], "__spec__", None) is None:
-        return False  # a script run by path: a worker would run it again as __mp_main__
+    if sys.platform == "win32" or getattr(sys.modules["__main__"], "__spec__", None) is None:
+        survive_worker_deaths()  # (a script run by path: a worker would run it again)
+        return False
     if _started:
         return True
     import multiprocessing
@@ -82,6 +85,7 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     from joblib.externals.loky.backend.context import set_start_method
 
     set_start_method("forkserver", force=True)
+    survive_worker_deaths()  # a dead worker (killed for memory) fails its job, not the sweep
     signal.signal(signal.SIGINT, _wait_for_the_jobs)
     atexit.register(_stop_server)
     _started = True

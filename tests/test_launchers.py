@@ -140,3 +140,64 @@ def test_a_finished_joblib_sweep_leaves_no_worker_or_server_behind(tmp_path):
     with open(tmp_path / "sweep" / "summary.csv") as file:
         assert [row["status"] for row in csv.DictReader(file)] == ["ok"] * 3
     assert _processes_with(marker) == []
+
+
+KILLER = textwrap.dedent('''
+    import os
+
+    import torch
+
+
+    class Killer(torch.nn.Module):
+        """Passes its input on; in a training step with die true, ends its process at once,
+        as the kernel's out-of-memory killer would."""
+
+        def __init__(self, die: bool = False) -> None:
+            super().__init__()
+            self.die = die
+
+        def forward(self, x):
+            if self.die and self.training and torch.is_grad_enabled():
+                os._exit(3)
+            return x
+''')
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_its_own_job_and_the_sweep_goes_on(tmp_path):
+    """A job whose worker process dies (killed for memory) is recorded as failed; the jobs
+    that ran beside it are run again and end, the later ones run, and the sweep ends with
+    its summary, exit 1 and no traceback."""
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "killer.yaml").write_text(
+        "# a model whose first layer kills its process when die is true\n"
+        "die: false   # true: the job dies\n"
+        'layers:\n  - {_target_: killer.Killer, die: "${model.die}"}\n'
+        "  - {type: linear, out_features: 1}\n"
+    )
+    marker = f"RUNNER_TEST_SWEEP={os.getpid()}-{time.monotonic_ns()}"
+    result = run_cli("runner", "-m", "--config-dir", "conf", "model=killer", "model.die=false,true",
+                     "seed=0,1,2", "train.steps=30", "train.progress=off",
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep",
+                     cwd=tmp_path, env={"PYTHONPATH": str(tmp_path),
+                                        marker.split("=")[0]: marker.split("=")[1]})  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "3 of 6 jobs failed (3 failed)"
+    with open(tmp_path / "sweep" / "summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 6
+
+    def row(die: bool, seed: int) -> dict:
+        (found,) = [r for r in rows if f"model.die={die} seed={seed} " in r["overrides"]]
+        return found
+
+    for seed in (0, 1, 2):
+        ok, dead = row(False, seed), row(True, seed)
+        assert ok["status"] == "ok" and float(ok["final_train_loss"]) > 0
+        assert dead["status"] == "failed"
+        assert dead["error"].startswith("its worker process died (exit codes {EXIT(3)})")
+    finished = list((tmp_path / "sweep").glob("*/model.pt"))
+    assert len(finished) == 3 and all("die=False" in str(path) for path in finished)
+    assert _processes_with(marker) == []
