@@ -271,6 +271,13 @@ def _covering_jobs(
         except HydraException:
             picked.pop(key, None)  # a glob or an interval: left to the sweeper
             continue
+        shown = [Transformer.str(v) for v in values]
+        twice = sorted({v for v in shown if shown.count(v) > 1})
+        if twice:  # two jobs of one overrides: one job dir, their files mixed
+            raise ConfigError(
+                f"{where}: {override.input_line} gives {', '.join(twice)} more than once; "
+                "each value makes one job (and job dir): give each once"
+            )
         if key.lstrip("+~").split("@")[0] in groups:
             picked[key] = list(dict.fromkeys(Transformer.str(v) for v in values))
         else:

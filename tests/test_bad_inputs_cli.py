@@ -299,6 +299,8 @@ CASES = [
           "train.steps=0",
           words=("hydra.sweep.dir={tmp}/afile/sweep", "{tmp}/afile is a file"),
           files={"afile": "a file\n"}),
+    train("sweep-value-twice", "-m", "hydra.sweep.dir={tmp}/sweep", "seed=0,1,0",
+          words=("command line: seed=0,1,0 gives 0 more than once", "give each once")),
     train("sweep-over-hydra-settings", "-m", "hydra/launcher=basic,joblib", "seed=0,1",
           words=("command line: hydra/launcher=basic,joblib", "Hydra cannot sweep its own",
                  "seed=0,1")),
