@@ -58,14 +58,18 @@ def find_runs(folders: Sequence[Path]) -> list[Run]:
     runs = []
     for folder in folders:
         if not folder.is_dir():
-            raise ConfigError(f"{folder}: no such folder")
+            what = "is a file, not a run dir or sweep dir" if folder.is_file() else "no such folder"
+            raise ConfigError(f"{folder}: {what}")
         if (folder / "tb").is_dir():
             candidates = [folder]
         else:
             candidates = sorted(p for p in folder.iterdir() if (p / "tb").is_dir())
         found = [run for run in (_load(path, path.name) for path in candidates) if run.series]
         if not found:
-            raise ConfigError(f"{folder}: no TensorBoard event files (no run dir with tb/ in it)")
+            files = [f for run in candidates for f in (run / "tb").rglob("*") if f.is_file()]
+            why = ("its event files hold no scalars (empty, cut short or damaged)" if files
+                   else "no TensorBoard event files (no run dir with tb/ in it)")  # fmt: skip
+            raise ConfigError(f"{folder}: {why}")
         runs += found
     _shorten_labels(runs)
     labels = [run.label for run in runs]
@@ -237,6 +241,17 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def _step_list(text: str) -> list[int]:
+    """--steps 0,100,1000: whole numbers >= 0."""
+    try:
+        steps = [int(s) for s in text.split(",")]
+    except ValueError:
+        steps = [-1]
+    if min(steps) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give steps as 0,100,1000")
+    return steps
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """DIR... plus --out and --threshold."""
     from runner.errors import tool_parser
@@ -249,7 +264,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs")
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: FIRST_DIR/compare)")
     parser.add_argument(
-        "--steps", type=lambda text: [int(s) for s in text.split(",")],
+        "--steps", type=_step_list,
         help="steps for the per-layer table, e.g. 0,100,1000 (default: each run's last)",
     )  # fmt: skip
     parser.add_argument(

@@ -105,7 +105,8 @@ def compose_with_hydra(
     overrides = list(overrides)
     if config_dir is not None:
         if not Path(config_dir).is_dir():
-            raise ConfigError(f"--config-dir {config_dir}: no such folder")
+            what = "is a file, not a folder" if Path(config_dir).is_file() else "no such folder"
+            raise ConfigError(f"--config-dir {config_dir}: {what}")
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     # compose() may run inside a Hydra app (or another compose); keep its global state intact.
     outer = get_gh_backup()

@@ -30,6 +30,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     refused, naming what it holds, and nothing in it is run."""
     where = f"train.resume={path}"
     path = Path(path)
+    if path.is_dir():
+        hint = f"; give {path / 'checkpoint.pt'}" if (path / "checkpoint.pt").is_file() else ""
+        raise ConfigError(f"{where}: is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise ConfigError(f"{where}: no such file")
     try:

@@ -348,6 +348,16 @@ CASES = [
          ("{tmp}/run", "no TensorBoard event files"), files={"run": _empty_tb}),
     Case("compare-missing-dir", ("runner.compare", "{tmp}/nowhere"),
          ("{tmp}/nowhere", "no such folder")),
+    Case("compare-damaged-events", ("runner.compare", "{tmp}/run"),
+         ("{tmp}/run: its event files hold no scalars",),
+         files={"run/tb/events.out.tfevents.1.host": "not an event file\n"}),
+    Case("compare-a-file", ("runner.compare", "{tmp}/afile"),
+         ("{tmp}/afile: is a file",), files={"afile": "a file\n"}),
+    train("resume-a-folder", "train.resume={tmp}/old",
+          words=("train.resume={tmp}/old: is a folder", "give {tmp}/old/checkpoint.pt"),
+          files={"old/checkpoint.pt": "x\n"}),
+    inspect("inspect-config-dir-is-a-file", "--config-dir", "{tmp}/afile",
+            words=("--config-dir {tmp}/afile: is a file",), files={"afile": "a file\n"}),
 ]  # fmt: skip
 
 # A few cases again with HYDRA_FULL_ERROR=1: the traceback is then shown.

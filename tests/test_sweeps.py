@@ -301,3 +301,13 @@ def test_compare_names_the_sweep_when_two_sweeps_share_job_names(tmp_path, capsy
         )
     labels = [run.label for run in find_runs([tmp_path / "monday", tmp_path / "tuesday"])]
     assert labels == ["monday/seed=0", "tuesday/seed=0"]
+
+
+def test_compare_steps_must_be_whole_numbers(capsys):
+    from runner.compare import parse_args
+
+    assert parse_args(["runs", "--steps", "0,100"]).steps == [0, 100]
+    for bad in ("abc", "0,-1", "1,x"):
+        with pytest.raises(SystemExit):
+            parse_args(["runs", "--steps", bad])
+        assert f"argument --steps: '{bad}': give steps as 0,100,1000" in capsys.readouterr().err
