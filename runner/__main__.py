@@ -189,7 +189,11 @@ if __name__ == "__main__":
         code = getattr(stop, "code", 130)
         if isinstance(stop, SystemExit) and (not parallel or code not in (130, 143)):
             raise
+        from runner import sweep as sweeps
+
         sweep = "; the sweep stopped: summary.csv in the sweep dir has each job that ended"
+        if sweeps.current_sweep_dir is None:  # still composing: no job had started
+            sweep = "; the sweep stopped before any job started"
         print("interrupted" + (sweep if launcher is not None else ""), file=sys.stderr)
         sys.exit(code)
     if parallel:

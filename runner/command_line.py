@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig
 
@@ -71,12 +71,14 @@ def check_command_line(argv: Sequence[str]) -> Plan:
         cfg = compose_with_hydra(overrides, name, config_dir)
         if args.cfg is not None or cfg.hydra.mode != RunMode.MULTIRUN:
             run_dir = _planned_dir(cfg, "run")
+            sweep_params = cfg.hydra.sweeper.get("params") or {}  # (job_config drops hydra)
             check_no_new_variables(cfg, overrides, name, config_dir)
             job_config(cfg, overrides)
             check_output_dir(run_dir, "hydra.run.dir")
             if args.cfg:
                 return NO_JOB_HERE  # --cfg only prints
             check_not_a_finished_run(run_dir)
+            _warn_unswept(sweep_params)
             return Plan(None, True)
     launcher, jobs = _covering_jobs(overrides, name, config_dir)
     _check_launcher(launcher)
@@ -202,6 +204,17 @@ def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> 
             f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
             f"would write over; give {key} a new folder{resume}"
         )
+
+
+def _warn_unswept(params: Any) -> None:
+    """A run whose config names a sweep (an experiment's hydra.sweeper.params) runs one job:
+    Hydra sweeps only with -m. Say so, since a user may have meant the sweep."""
+    import sys
+
+    if params:
+        grid = " ".join(f"{key}={value}" for key, value in params.items())
+        print(f"warning: the config sweeps {grid}, but without -m (--multirun) this runs one "
+              "job with its own values; add -m to run the sweep", file=sys.stderr)  # fmt: skip
 
 
 def _check_launcher(launcher: DictConfig) -> None:

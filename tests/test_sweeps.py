@@ -311,3 +311,15 @@ def test_compare_steps_must_be_whole_numbers(capsys):
         with pytest.raises(SystemExit):
             parse_args(["runs", "--steps", bad])
         assert f"argument --steps: '{bad}': give steps as 0,100,1000" in capsys.readouterr().err
+
+
+def test_an_experiment_that_sweeps_warns_when_run_without_multirun(tmp_path, capsys):
+    from runner.command_line import check_command_line
+
+    check_command_line(["experiment=init_sweep", f"hydra.run.dir={tmp_path / 'one'}"])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the config sweeps init=default,normal,xavier")
+    assert "without -m (--multirun) this runs one job" in err
+    check_command_line(["-m", "experiment=init_sweep", f"hydra.sweep.dir={tmp_path / 'all'}"])
+    check_command_line(["model=mlp", f"hydra.run.dir={tmp_path / 'plain'}"])
+    assert capsys.readouterr().err == ""
