@@ -59,6 +59,7 @@ class NonFiniteWatch:
         self.policy = policy
         # Each tied tensor once; one of no values cannot be non-finite (and has no max-norm).
         self.params = [p for p in model.parameters() if p.is_floating_point() and p.numel()]
+        self._named = dict(model.named_parameters(remove_duplicate=False))  # tied names too
         self.device = device
         self.skipped = 0  # `skip`: updates dropped so far (a resumed run carries it on)
         self.start(0)
@@ -135,9 +136,21 @@ class NonFiniteWatch:
                 return self._recorded()
             watched = WATCHED_TAGS
         for tag, value in scalars.items():
-            if tag.startswith(watched) and not math.isfinite(value):
+            if tag.startswith(watched) and not math.isfinite(value) and self._truly(tag):
                 return NonFinite(step, _describe(tag, value))
         return None
+
+    def _truly(self, tag: str) -> bool:
+        """Whether the tensor behind a non-finite norm holds a NaN or an infinity: a float32
+        sum of squares overflows for finite values past about 1e19, and the run must end
+        where it would without logging (one host read, only on this rare path)."""
+        kind, _, name = tag.partition("/")
+        param = self._named.get(name)
+        tensor = param if kind == "weights_norm" else getattr(param, "grad", None)
+        if tensor is None or not tensor.is_floating_point() or not tensor.numel():
+            return True
+        top = torch.linalg.vector_norm(tensor.detach().float(), ord=math.inf)
+        return not bool(top.isfinite())
 
     def verify(self, step: int) -> None:
         """One host read of the record and of the weights; raise NonFinite if either is bad.

@@ -298,3 +298,18 @@ def test_ctrl_c_while_the_finished_run_saves_leaves_a_checkpoint_to_resume(tmp_p
     saved = torch.load(run_dir / artifacts.CHECKPOINT_FILE, weights_only=True)
     assert saved["step"] == 12
     assert not (run_dir / artifacts.METRICS_FILE).exists()
+
+
+def test_a_norm_that_overflows_float32_does_not_stop_a_finite_run(tmp_path):
+    """Weights of std 1e18 (finite, fed zeros, so they never move): their float32 sum of
+    squares overflows and the logged norm is inf, but the tensor holds no infinity, so the
+    run ends as it does without logging: ok, with the same bits."""
+    overrides = ["model=deep_relu", "model.depth=3", "train.steps=5", *QUIET,
+                 'init.rules=[{params: "0.0.*", scheme: zeros}, '
+                 '{params: "1.0.weight", scheme: normal, mean: 0.0, std: 1e18}]']  # fmt: skip
+    logged = train(runner.compose([*overrides, "log.every=1"]), tmp_path / "logged")
+    quiet = train(runner.compose([*overrides, "log.every=0"]), tmp_path / "quiet")
+    assert logged["status"] == quiet["status"] == "ok"
+    a = torch.load(tmp_path / "logged" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "quiet" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
