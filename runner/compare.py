@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,10 @@ def find_runs(folders: Sequence[Path]) -> list[Run]:
     from runner.errors import ConfigError
 
     runs = []
+    given = [folder.resolve() for folder in folders]
+    twice = sorted({str(f) for f in given if given.count(f) > 1})
+    if twice:  # its curves would be drawn twice, under two labels
+        raise ConfigError(f"{twice[0]}: given more than once; give each run or sweep once")
     for folder in folders:
         if not folder.is_dir():
             what = "is a file, not a run dir or sweep dir" if folder.is_file() else "no such folder"
@@ -241,6 +246,17 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def _finite(text: str) -> float:
+    """--threshold: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number, e.g. 0.05")
+    return value
+
+
 def _step_list(text: str) -> list[int]:
     """--steps 0,100,1000: whole numbers >= 0."""
     try:
@@ -268,7 +284,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="steps for the per-layer table, e.g. 0,100,1000 (default: each run's last)",
     )  # fmt: skip
     parser.add_argument(
-        "--threshold", type=float,
+        "--threshold", type=_finite,
         help="loss for 'steps to reach'; default: 1.1 x the best final train loss of the runs",
     )  # fmt: skip
     return parser.parse_args(argv)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from runner.errors import ConfigError, brief, first_line
+from runner.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from runner.train import Setup
@@ -91,13 +91,28 @@ def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
     changed = [key for key in sorted(set(saved) | set(now))
                if saved.get(key) != now.get(key) and not key.startswith(MAY_CHANGE)]  # fmt: skip
     if changed:
-        shown = "; ".join(
-            f"{k}: {brief(saved.get(k), 40)} -> {brief(now.get(k), 40)}" for k in changed[:3]
-        )
+        shown = "; ".join(f"{k}: {_change(saved.get(k), now.get(k))}" for k in changed[:3])
         raise ConfigError(
             f"{where}: the checkpoint was made with another config ({shown}); on resume only "
             "train.steps, train.epochs and the logging and checkpoint settings may change"
         )
+
+
+def _change(old: Any, new: Any, width: int = 40) -> str:
+    """ "old -> new", each cut to `width` characters around where they first differ (two long
+    layer lists that share their start would otherwise read the same)."""
+    a, b = repr(old), repr(new)
+    if max(len(a), len(b)) <= width:
+        return f"{a} -> {b}"
+    differ = (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    at = next(differ, min(len(a), len(b)))  # or where the shorter one ends
+    start = max(0, at - 25)
+
+    def cut(text: str) -> str:
+        part = text[start : start + width]
+        return f"{'...' if start else ''}{part}{'...' if start + width < len(text) else ''}"
+
+    return f"{cut(a)} -> {cut(b)}"
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

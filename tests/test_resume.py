@@ -244,3 +244,15 @@ def test_sigterm_checkpoints_exits_143_and_resume_gives_the_same_bits(tmp_path):
     train(runner.compose([*common, end]), tmp_path / "straight")
     straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_refused_resume_shows_where_long_values_differ(tmp_path):
+    layers = (
+        "model.layers=[{type: linear, out_features: 8}, relu, {type: linear, out_features: %d}]"
+    )
+    train(runner.compose([layers % 1, "train.steps=2", "train.progress=off"]), tmp_path / "first")
+    resume = f"train.resume={tmp_path / 'first' / 'checkpoint.pt'}"
+    with pytest.raises(runner.ConfigError) as error:
+        train(runner.compose([resume, layers % 2, "train.steps=4", "data.out_features=2"]),
+              tmp_path / "second")  # fmt: skip
+    assert "'out_features': 1}] -> ...linear', 'out_features': 2}]" in str(error.value)

@@ -323,3 +323,17 @@ def test_an_experiment_that_sweeps_warns_when_run_without_multirun(tmp_path, cap
     check_command_line(["-m", "experiment=init_sweep", f"hydra.sweep.dir={tmp_path / 'all'}"])
     check_command_line(["model=mlp", f"hydra.run.dir={tmp_path / 'plain'}"])
     assert capsys.readouterr().err == ""
+
+
+def test_compare_refuses_a_run_given_twice_and_a_threshold_that_is_not_finite(tmp_path, capsys):
+    from runner.compare import main, parse_args
+
+    (tmp_path / "run" / "tb").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "run"), str(tmp_path / "run") + "/"])
+    assert exit_info.value.code == 2
+    assert "run: given more than once; give each run or sweep once" in capsys.readouterr().err
+    for bad in ("nan", "inf", "x"):
+        with pytest.raises(SystemExit):
+            parse_args(["runs", "--threshold", bad])
+        assert "give a finite number" in capsys.readouterr().err
