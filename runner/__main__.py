@@ -86,9 +86,10 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
     """One job of a multirun: any failure is recorded, not raised, so the sweep goes on."""
     from runner.faults import Terminated
     from runner.launchers import give_the_job_pythons_ctrl_c
-    from runner.sweep import record_job, was_interrupted
+    from runner.sweep import mark_started, record_job, was_interrupted
 
     give_the_job_pythons_ctrl_c()
+    mark_started(sweep_dir, hydra_cfg.job.num, run_dir)  # a dead worker's job is found by it
     if was_interrupted(sweep_dir):  # Ctrl-C stopped the parallel sweep before this job began
         record_job(run_dir, sweep_dir, facts["overrides"], "interrupted",
                    "interrupted (Ctrl-C) before it started")  # fmt: skip

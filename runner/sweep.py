@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,23 @@ def _summary_lock(sweep_dir: Path) -> Iterator[None]:
         yield
 
 
+STARTED_DIR = ".started"  # in the sweep dir: a file per job number that began, its job dir
+
+
+def mark_started(sweep_dir: Path, num: int, job_dir: Path) -> None:
+    """Note that job `num` began, writing into `job_dir` (runner/worker_deaths.py reads it
+    when a worker dies, whatever hydra.sweep.subdir made of the job's folder)."""
+    folder = sweep_dir / STARTED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / str(num), lambda f: f.write(str(job_dir.resolve())), binary=False)
+
+
+def started_dir(sweep_dir: Path, num: int) -> Path | None:
+    """The job dir that job `num` noted when it began, or None if it did not begin."""
+    path = sweep_dir / STARTED_DIR / str(num)
+    return Path(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def mark_interrupted(sweep_dir: Path) -> None:
     """Tell the jobs of the sweep in `sweep_dir` that are still to start not to train."""
     (sweep_dir / INTERRUPTED_FILE).touch()
@@ -154,6 +172,7 @@ class SweepSummary(Callback):
         text = json.dumps({"id": uuid.uuid4().hex})
         write_atomic(sweep_dir / SWEEP_FILE, lambda f: f.write(text), binary=False)
         (sweep_dir / INTERRUPTED_FILE).unlink(missing_ok=True)  # an earlier sweep's
+        shutil.rmtree(sweep_dir / STARTED_DIR, ignore_errors=True)  # its jobs' notes too
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

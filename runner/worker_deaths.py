@@ -2,20 +2,23 @@
 
 Loky then breaks its executor: every running job dies with it and Hydra's joblib launcher
 raises TerminatedWorkerError, so the sweep ended with a traceback, no summary and no
-record of the jobs that were running. Here the launcher's `launch` goes on instead:
+record of the jobs that were running. Here the launcher's `launch` goes on instead. Each
+job notes its number and folder when it begins (runner/sweep.py `mark_started`), so:
 
 - the jobs that had ended (their job.json is written) keep their results;
-- the jobs that had started (Hydra made their job dir) run again one at a time in a
-  worker of their own, so a second death is that job's own: it is recorded as failed,
-  with the workers' exit codes, and the others run to their end (what the killed
-  attempt left in a job dir, never a finished job's, is cleared first);
-- the jobs that had not started run in parallel again, as before.
+- the jobs that had begun run again one at a time, each in a worker of its own, so a
+  second death is that job's own: it is recorded as failed, with the workers' exit codes,
+  and the others run to their end (what the killed attempt left in its job dir, never a
+  finished job's, is cleared first);
+- the jobs that had not begun run in parallel again, as before.
 
-The sweep then ends as any sweep with a failed job: its summary, and exit code 1.
+Every round settles each job that had begun, so the rounds are bounded. The sweep then
+ends as any sweep with a failed job: its summary, and exit code 1.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,23 +54,27 @@ def _after_a_death(launcher: Any, jobs: dict[int, list[str]]) -> list:
     """Every job of `jobs` (number -> overrides) brought to an end; their JobReturns."""
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    from runner.sweep import JOB_FILE, record_job
+    from runner.sweep import JOB_FILE, STARTED_DIR, record_job, started_dir
 
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     returns: dict[int, Any] = {}
     pending = dict(jobs)
-    while pending:
-        dirs = {num: _job_dir(launcher, num, overrides) for num, overrides in pending.items()}
-        for num in [n for n in pending if (dirs[n] / JOB_FILE).is_file()]:
-            returns[num] = _ended(pending.pop(num))
-        for num in [n for n in pending if dirs[n].is_dir()]:  # started: now alone
+    for _ in range(len(jobs) + 1):
+        for num in list(pending):
+            job_dir = started_dir(sweep_dir, num)
+            if job_dir is None:
+                continue  # not begun: runs in parallel below
             overrides = pending.pop(num)
-            shutil.rmtree(dirs[num])  # the killed attempt's: no job.json, so no result
-            try:
+            if (job_dir / JOB_FILE).is_file():  # it ended and recorded how
+                returns[num] = _ended(overrides)
+                continue
+            _clear(job_dir, sweep_dir)
+            (sweep_dir / STARTED_DIR / str(num)).unlink()
+            try:  # alone: a death now is this job's own
                 returns[num] = _run(launcher, {num: overrides}, alone=True)[0]
             except TerminatedWorkerError as death:
-                dirs[num].mkdir(parents=True, exist_ok=True)
-                record_job(dirs[num], sweep_dir, overrides, "failed", _why(death))
+                job_dir.mkdir(parents=True, exist_ok=True)
+                record_job(job_dir, sweep_dir, overrides, "failed", _why(death))
                 returns[num] = _ended(overrides)
         if not pending:
             break
@@ -75,22 +82,26 @@ def _after_a_death(launcher: Any, jobs: dict[int, list[str]]) -> list:
             returns.update(zip(pending, _run(launcher, pending, alone=False), strict=True))
             pending = {}
         except TerminatedWorkerError:
-            continue  # another death: sort the jobs out again
+            continue  # another death: settle the jobs that had begun
+    for num, overrides in pending.items():  # workers died before any of these began
+        job_dir = sweep_dir / f"not_run_{num}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        record_job(job_dir, sweep_dir, overrides, "failed",
+                   "not run: worker processes kept dying before it began")  # fmt: skip
+        returns[num] = _ended(overrides)
     return [returns[num] for num in sorted(returns)]
 
 
-def _job_dir(launcher: Any, num: int, overrides: list[str]) -> Path:
-    """Where job `num` writes: hydra.sweep.dir/hydra.sweep.subdir, as Hydra's joblib
-    launcher composes the job (`execute_job`)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+def _clear(job_dir: Path, sweep_dir: Path) -> None:
+    """Remove what a killed attempt wrote in `job_dir` (no job.json: no result), when the
+    folder is a job's own: strictly inside the sweep dir, holding no other job's files."""
+    from runner.sweep import JOB_FILE
 
-    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
-    with open_dict(config):
-        config.hydra.job.id = f"{config.hydra.job.name}_{num}"
-        config.hydra.job.num = num
-    HydraConfig.instance().set_config(config)
-    return Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
+    folder = job_dir.resolve()
+    if folder == sweep_dir or sweep_dir not in folder.parents or not folder.is_dir():
+        return
+    if not any(folder.rglob(JOB_FILE)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(launcher: Any, jobs: dict[int, list[str]], alone: bool) -> list:
@@ -105,11 +116,14 @@ def _run(launcher: Any, jobs: dict[int, list[str]], alone: bool) -> list:
                        launcher.task_function, state))
         for num, overrides in jobs.items()
     ]  # fmt: skip
-    if alone:
-        from joblib.externals.loky import get_reusable_executor
+    if alone:  # an executor of its own: joblib's reusable one must stay joblib's
+        from joblib.externals.loky import ProcessPoolExecutor
 
-        executor = get_reusable_executor(max_workers=1)
-        return [executor.submit(function, *args).result() for function, args in calls]
+        executor = ProcessPoolExecutor(max_workers=1)
+        try:
+            return [executor.submit(function, *args).result() for function, args in calls]
+        finally:
+            executor.shutdown(wait=True, kill_workers=True)
     from joblib import Parallel, delayed
 
     return Parallel(**launcher.joblib)(delayed(function)(*args) for function, args in calls)
@@ -126,8 +140,6 @@ def _ended(overrides: list[str]) -> Any:
 
 def _why(death: BaseException) -> str:
     """The one-line reason recorded for a job whose worker died."""
-    import re
-
     codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(death))
     shown = f" (exit codes {codes.group(1)})" if codes else ""
     return (f"its worker process died{shown}: killed for memory (out of memory), a crash "

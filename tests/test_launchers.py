@@ -142,51 +142,69 @@ def test_a_finished_joblib_sweep_leaves_no_worker_or_server_behind(tmp_path):
     assert _processes_with(marker) == []
 
 
-KILLER = textwrap.dedent('''
+KILLER = textwrap.dedent("""
     import os
 
     import torch
 
 
     class Killer(torch.nn.Module):
-        """Passes its input on; in a training step with die true, ends its process at once,
-        as the kernel's out-of-memory killer would."""
+        # Passes its input on; in a training step, ends its process at once, as the
+        # kernel's out-of-memory killer would: always when die is true, and in the first
+        # job to make the file `once` (a passing memory peak).
 
-        def __init__(self, die: bool = False) -> None:
+        def __init__(self, die: bool = False, once: str = "") -> None:
             super().__init__()
-            self.die = die
+            self.die, self.once = die, once
 
         def forward(self, x):
-            if self.die and self.training and torch.is_grad_enabled():
-                os._exit(3)
+            if self.training and torch.is_grad_enabled():
+                if self.die:
+                    os._exit(3)
+                if self.once and not os.path.exists(self.once):
+                    open(self.once, "w").close()
+                    os._exit(9)
             return x
-''')
+""")
+KILLER_MODEL = (
+    "# a model whose first layer kills its process (die: always; once: the first job)\n"
+    "die: false   # true: the job dies\n"
+    'once: ""     # a file: the first job to make it dies\n'
+    'layers:\n  - {_target_: killer.Killer, die: "${model.die}", once: "${model.once}"}\n'
+    "  - {type: linear, out_features: 1}\n"
+)
+
+
+def _killer_sweep(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    """A joblib sweep (2 workers) of the killer model; no traceback, no process left."""
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "killer.yaml").write_text(KILLER_MODEL)
+    marker = f"RUNNER_TEST_SWEEP={os.getpid()}-{time.monotonic_ns()}"
+    result = run_cli("runner", "-m", "--config-dir", "conf", "model=killer", *overrides,
+                     "train.progress=off", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path,
+                     env={"PYTHONPATH": str(tmp_path),
+                          marker.split("=")[0]: marker.split("=")[1]})  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    assert _processes_with(marker) == []
+    return result
+
+
+def _summary(tmp_path) -> list[dict]:
+    with open(tmp_path / "sweep" / "summary.csv") as file:
+        return list(csv.DictReader(file))
 
 
 @pytest.mark.slow
 def test_a_dead_worker_fails_its_own_job_and_the_sweep_goes_on(tmp_path):
-    """A job whose worker process dies (killed for memory) is recorded as failed; the jobs
-    that ran beside it are run again and end, the later ones run, and the sweep ends with
-    its summary, exit 1 and no traceback."""
-    (tmp_path / "killer.py").write_text(KILLER)
-    (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "killer.yaml").write_text(
-        "# a model whose first layer kills its process when die is true\n"
-        "die: false   # true: the job dies\n"
-        'layers:\n  - {_target_: killer.Killer, die: "${model.die}"}\n'
-        "  - {type: linear, out_features: 1}\n"
-    )
-    marker = f"RUNNER_TEST_SWEEP={os.getpid()}-{time.monotonic_ns()}"
-    result = run_cli("runner", "-m", "--config-dir", "conf", "model=killer", "model.die=false,true",
-                     "seed=0,1,2", "train.steps=30", "train.progress=off",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep",
-                     cwd=tmp_path, env={"PYTHONPATH": str(tmp_path),
-                                        marker.split("=")[0]: marker.split("=")[1]})  # fmt: skip
+    """A job whose worker process dies every time is recorded as failed; the jobs that ran
+    beside it run again and end, the later ones run, and the sweep ends with its summary
+    and exit 1."""
+    result = _killer_sweep(tmp_path, "model.die=false,true", "seed=0,1,2", "train.steps=30")
     assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "3 of 6 jobs failed (3 failed)"
-    with open(tmp_path / "sweep" / "summary.csv") as file:
-        rows = list(csv.DictReader(file))
+    rows = _summary(tmp_path)
     assert len(rows) == 6
 
     def row(die: bool, seed: int) -> dict:
@@ -200,4 +218,17 @@ def test_a_dead_worker_fails_its_own_job_and_the_sweep_goes_on(tmp_path):
         assert dead["error"].startswith("its worker process died (exit codes {EXIT(3)})")
     finished = list((tmp_path / "sweep").glob("*/model.pt"))
     assert len(finished) == 3 and all("die=False" in str(path) for path in finished)
-    assert _processes_with(marker) == []
+
+
+@pytest.mark.slow
+def test_jobs_killed_beside_a_dead_worker_run_again_and_the_sweep_goes_on(tmp_path):
+    """A worker dies once (a passing memory peak): the jobs that had begun run again alone
+    and end ok, the jobs not begun run in parallel after them, and the sweep exits 0."""
+    result = _killer_sweep(tmp_path, f"model.once={tmp_path / 'died'}", "seed=0,1,2,3,4",
+                           "train.steps=200")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "died").is_file()  # a worker did die
+    rows = _summary(tmp_path)
+    assert sorted(row["overrides"].split("seed=")[1][0] for row in rows) == list("01234")
+    assert all(row["status"] == "ok" for row in rows)
+    assert len(list((tmp_path / "sweep").glob("*/model.pt"))) == 5
