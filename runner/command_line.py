@@ -192,14 +192,10 @@ def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> 
         found.append("tb/")
     if found:
         key, what = ("hydra.sweep.dir", "a sweep") if sweep else ("hydra.run.dir", "a run")
-        resume = (
-            ""
-            if sweep
-            else (
-                f", or continue it in a new folder: train.resume={path}/checkpoint.pt "
-                f"{key}=<new folder>"
-            )
-        )
+        checkpoint = (path / "checkpoint.pt").resolve()  # absolute: hydra.job.chdir moves cwd
+        resume = ""
+        if not sweep and checkpoint.is_file():
+            resume = f", or continue it: train.resume={checkpoint} {key}=<new folder>"
         raise ConfigError(
             f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
             f"would write over; give {key} a new folder{resume}"

@@ -14,6 +14,7 @@ Every edit is checked against the model's names and shapes before any tensor is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,8 @@ def _parse_edit(edit: Any, where: str) -> Edit:
     value = args[operation]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where}: {operation} must be a number, got {value!r}")
+    if not math.isfinite(value):  # a NaN weight would read as a diverged run at step 1
+        raise ConfigError(f"{where}: {operation} must be a finite number, got {value}")
     if operation == "div" and value == 0:
         raise ConfigError(f"{where}: div must not be 0")
     return Edit(where, params, modules, operation, value, _index(index, where), optional)

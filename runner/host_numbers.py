@@ -31,13 +31,10 @@ def histogram_rows(lows: list[float], highs: list[float], counts: np.ndarray) ->
     are float64, the max's column folded into the last bin."""
     bins = counts.shape[1] - 1
     low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
-    width = np.maximum(high - low, 1e-12) / bins
-    steps = width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
-    if np.isfinite(width).all():
+    with np.errstate(invalid="ignore"):  # a NaN or infinite bound: NaN edges, quietly
+        width = np.maximum(high - low, 1e-12) / bins
+        steps = width[:, None] * np.arange(1, bins + 1, dtype=np.float64)
         limits = low[:, None] + steps
-    else:  # a NaN or infinite bound: NaN edges (-inf + inf), without NumPy's warning
-        with np.errstate(invalid="ignore"):
-            limits = low[:, None] + steps
     return limits, fold_last_bin(counts), counts.sum(1).tolist()
 
 

@@ -58,7 +58,7 @@ def _inspect(args: argparse.Namespace) -> None:
     from runner.builder import build
     from runner.config import compose
     from runner.device import resolve_device
-    from runner.errors import require_int
+    from runner.errors import ConfigError, require_int
     from runner.probe import example_input, record_calls
 
     cfg = compose(args.overrides, config_name="inspect", config_dir=args.config_dir)
@@ -66,6 +66,9 @@ def _inspect(args: argparse.Namespace) -> None:
     for key in ("batch_size", "probe_batch"):  # BatchNorm needs two samples; so does a std
         require_int(options.get(key), f"inspect.{key}", 2)
     param = _raw_param(args.overrides, options.param)
+    if options.backward and param is None:
+        raise ConfigError("inspect.backward=true shows the .grad of inspect.param: give a "
+                          "path too, e.g. inspect.param=0.weight")  # fmt: skip
     built = build(cfg)
     device = resolve_device(cfg.device)
     model = built.module.to(device)

@@ -213,11 +213,28 @@ def differences(original: Path, again: Path) -> tuple[list[str], list[str]]:
                 f"{key} differ: {_short(old_run.get(key))} -> {_short(new_run.get(key))}"
             )
     configs = [run / ".hydra/config.yaml" for run in (original, again)]
-    if all(c.is_file() for c in configs) and configs[0].read_text() != configs[1].read_text():
+    if all(c.is_file() for c in configs) and _config_differs(*configs):
         warnings.append(
             "the composed config differs (a config file changed since): see both .hydra/config.yaml"
         )
     return diffs, warnings
+
+
+def _config_differs(old: Path, new: Path) -> bool:
+    """Whether two saved configs differ, a key the schema gained since the old run was made
+    counting as its default there (it did not exist, so the run had the default)."""
+    import yaml
+    from omegaconf import MISSING
+
+    from runner.resume import flatten
+    from runner.schemas import default_at
+
+    was, now = (flatten(yaml.safe_load(path.read_text()) or {}) for path in (old, new))
+    for key in set(now) - set(was):
+        default = default_at(key)
+        if default is not MISSING:
+            was[key] = default
+    return was != now
 
 
 def _short(value: Any) -> str:

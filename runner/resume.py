@@ -81,8 +81,8 @@ def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
 
     from runner.schemas import default_at
 
-    saved = _flatten(checkpoint.get("config") or {})
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    saved = flatten(checkpoint.get("config") or {})
+    now = flatten(OmegaConf.to_container(cfg, resolve=True))
     # A key the schema gained after the checkpoint was made stands at its default.
     for key in set(now) - set(saved):
         default = default_at(key)
@@ -115,11 +115,12 @@ def _change(old: Any, new: Any, width: int = 40) -> str:
     return f"{cut(a)} -> {cut(b)}"
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": value} for every leaf of nested dicts (lists are leaves)."""
     if isinstance(tree, dict):
         flat: dict[str, Any] = {}
         for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): tree}
 

@@ -102,6 +102,8 @@ def test_edits_draw_nothing():
         ("[{params: 0.weight, add: abc}]", "add must be a number, got 'abc'"),
         ("[{params: 0.weight, add: true}]", "add must be a number, got True"),
         ("[{params: 0.weight, div: 0}]", "div must not be 0"),
+        ("[{params: 0.weight, mul: inf}]", "mul must be a finite number, got inf"),
+        ("[{params: 0.weight, set: nan}]", "set must be a finite number, got nan"),
         ("[{params: 0.weight, index: [9, 0], set: 2}]", "index [9, 0] is outside 0.weight of shape [8, 4]"),
         ("[{params: '*bias', index: [0, 0], set: 2}]", "index [0, 0] is outside 0.bias of shape [8]"),
         ("[{params: 0.weight, index: x, set: 2}]", "index must be a list of integers"),

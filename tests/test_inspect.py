@@ -221,3 +221,9 @@ def test_probe_keeps_outputs_and_gradients_before_an_in_place_relu():
     assert (ours[0].output < 0).any()
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a.output, b.output) and torch.equal(a.grad, b.grad), a.path
+
+
+def test_backward_without_a_path_is_a_clear_error():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect.backward=true"])
+    assert exit_info.value.code == 2

@@ -337,3 +337,14 @@ def test_compare_refuses_a_run_given_twice_and_a_threshold_that_is_not_finite(tm
         with pytest.raises(SystemExit):
             parse_args(["runs", "--threshold", bad])
         assert "give a finite number" in capsys.readouterr().err
+
+
+def test_reproduce_counts_a_key_the_schema_gained_as_its_default(tmp_path):
+    from runner.reproduce import _config_differs
+
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    new.write_text("seed: 0\ninit:\n  rules: []\n  edits: []\n")
+    old.write_text("seed: 0\ninit:\n  rules: []\n")  # made before init.edits existed
+    assert not _config_differs(old, new)
+    new.write_text("seed: 0\ninit:\n  rules: []\n  edits: [{params: x, add: 1}]\n")
+    assert _config_differs(old, new)
