@@ -132,7 +132,7 @@ def test_skip_drops_the_bad_update_and_goes_on(tmp_path, monkeypatch):
 
 
 def test_on_nonfinite_must_be_a_known_policy():
-    from runner.train import check_settings
+    from runner.setup_checks import check_settings
 
     with pytest.raises(runner.ConfigError, match=r"train\.on_nonfinite.*stop, skip, raise"):
         check_settings(runner.compose(["train.on_nonfinite=ignore"]))
