@@ -170,20 +170,26 @@ def _file_keys(group: str, option: str, config_dir: str | Path | None) -> set[st
     first, then --config-dir's); none where they are not plain to see: no such file, a
     defaults list or a package header (keys may land elsewhere), a file that does not
     parse (the composition reports it)."""
+    text, loaded = read_option_file(f"{group}/{option}", config_dir)
+    plain = isinstance(loaded, dict) and "defaults" not in loaded and "@package" not in text
+    return set(loaded) if plain else set()
+
+
+def read_option_file(config: str, config_dir: str | Path | None) -> tuple[str, Any]:
+    """(text, parsed YAML) of `<config>.yaml` ("init/mine"), the shipped file first, then
+    --config-dir's; ("", None) where there is none or it does not read or parse."""
     import yaml
 
     for folder in (CONF_DIR, config_dir):
-        path = Path(folder, group, f"{option}.yaml") if folder is not None else None
+        path = Path(folder, f"{config}.yaml") if folder is not None else None
         if path is None or not path.is_file():
             continue
         try:
             text = path.read_text(encoding="utf-8")
-            loaded = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            return text, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return set()
-        plain = isinstance(loaded, dict) and "defaults" not in loaded and "@package" not in text
-        return set(loaded) if plain else set()
-    return set()
+            return "", None
+    return "", None
 
 
 def job_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

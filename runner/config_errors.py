@@ -90,31 +90,16 @@ def list_in_file(config: str, index: str, config_dir: str | Path | None) -> str 
     keys = [key for key in schemas.keys_of(schema)
             if schemas.is_list_of_containers(schemas.type_at(f"{group}.{key}"))]  # fmt: skip
     if len(keys) > 1:
-        loaded = _load_yaml(config, config_dir)
+        from runner.config import read_option_file  # config.py imports this module
+
+        loaded = read_option_file(config, config_dir)[1]
+        loaded = loaded if isinstance(loaded, dict) else {}
         given = [k for k in keys
                  if isinstance(loaded.get(k), list) and len(loaded[k]) > int(index)]  # fmt: skip
         keys = given or keys
     if not keys:
         return None
     return " or ".join(f"{group}.{key}[{index}]" for key in keys)
-
-
-def _load_yaml(config: str, config_dir: str | Path | None) -> dict:
-    """The top level of `<config>.yaml`, shipped or from --config-dir ({} where unreadable)."""
-    import yaml
-
-    from runner.config import CONF_DIR
-
-    for folder in (CONF_DIR, config_dir):
-        path = Path(folder, f"{config}.yaml") if folder is not None else None
-        if path is None or not path.is_file():
-            continue
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
-    return {}
 
 
 def missing_option_message(error: Exception) -> str:

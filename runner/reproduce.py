@@ -224,17 +224,11 @@ def _config_differs(old: Path, new: Path) -> bool:
     """Whether two saved configs differ, a key the schema gained since the old run was made
     counting as its default there (it did not exist, so the run had the default)."""
     import yaml
-    from omegaconf import MISSING
 
-    from runner.resume import flatten
-    from runner.schemas import default_at
+    from runner.resume import flatten, with_gained_keys
 
     was, now = (flatten(yaml.safe_load(path.read_text()) or {}) for path in (old, new))
-    for key in set(now) - set(was):
-        default = default_at(key)
-        if default is not MISSING:
-            was[key] = default
-    return was != now
+    return with_gained_keys(was, now) != now
 
 
 def _short(value: Any) -> str:

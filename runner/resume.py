@@ -77,17 +77,10 @@ MAY_CHANGE = ("train.steps", "train.epochs", "train.resume", "train.checkpoint_e
 
 def check_same_config(checkpoint: dict[str, Any], cfg: Any, where: str) -> None:
     """Refuse to resume under a config that changes what trains (lr, data, seed, model, ...)."""
-    from omegaconf import MISSING, OmegaConf
+    from omegaconf import OmegaConf
 
-    from runner.schemas import default_at
-
-    saved = flatten(checkpoint.get("config") or {})
     now = flatten(OmegaConf.to_container(cfg, resolve=True))
-    # A key the schema gained after the checkpoint was made stands at its default.
-    for key in set(now) - set(saved):
-        default = default_at(key)
-        if default is not MISSING:
-            saved[key] = default
+    saved = with_gained_keys(flatten(checkpoint.get("config") or {}), now)
     changed = [key for key in sorted(set(saved) | set(now))
                if saved.get(key) != now.get(key) and not key.startswith(MAY_CHANGE)]  # fmt: skip
     if changed:
@@ -113,6 +106,21 @@ def _change(old: Any, new: Any, width: int = 40) -> str:
         return f"{'...' if start else ''}{part}{'...' if start + width < len(text) else ''}"
 
     return f"{cut(a)} -> {cut(b)}"
+
+
+def with_gained_keys(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """`saved` (a flattened config of an earlier run) with every key of `now` that the
+    schema gained since at its default: the key did not exist, so the run had the default."""
+    from omegaconf import MISSING
+
+    from runner.schemas import default_at
+
+    filled = dict(saved)
+    for key in set(now) - set(saved):
+        default = default_at(key)
+        if default is not MISSING:
+            filled[key] = default
+    return filled
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
