@@ -15,7 +15,6 @@ import contextlib
 import csv
 import io
 import json
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,20 +117,25 @@ def _summary_lock(sweep_dir: Path) -> Iterator[None]:
         yield
 
 
-STARTED_DIR = ".started"  # in the sweep dir: a file per job number that began, its job dir
+STARTED_PREFIX = ".started-"  # + a job's number: a file in the sweep dir, its job dir
+
+
+def started_marker(sweep_dir: Path, num: int) -> Path:
+    """The file that says job `num` began (a file, so the sweep dir's folders stay jobs)."""
+    return sweep_dir / f"{STARTED_PREFIX}{num}"
 
 
 def mark_started(sweep_dir: Path, num: int, job_dir: Path) -> None:
     """Note that job `num` began, writing into `job_dir` (runner/worker_deaths.py reads it
     when a worker dies, whatever hydra.sweep.subdir made of the job's folder)."""
-    folder = sweep_dir / STARTED_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / str(num), lambda f: f.write(str(job_dir.resolve())), binary=False)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    text = str(job_dir.resolve())
+    write_atomic(started_marker(sweep_dir, num), lambda f: f.write(text), binary=False)
 
 
 def started_dir(sweep_dir: Path, num: int) -> Path | None:
     """The job dir that job `num` noted when it began, or None if it did not begin."""
-    path = sweep_dir / STARTED_DIR / str(num)
+    path = started_marker(sweep_dir, num)
     return Path(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -172,7 +176,8 @@ class SweepSummary(Callback):
         text = json.dumps({"id": uuid.uuid4().hex})
         write_atomic(sweep_dir / SWEEP_FILE, lambda f: f.write(text), binary=False)
         (sweep_dir / INTERRUPTED_FILE).unlink(missing_ok=True)  # an earlier sweep's
-        shutil.rmtree(sweep_dir / STARTED_DIR, ignore_errors=True)  # its jobs' notes too
+        for marker in sweep_dir.glob(f"{STARTED_PREFIX}*"):  # its jobs' notes too
+            marker.unlink(missing_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

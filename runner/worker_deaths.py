@@ -54,7 +54,7 @@ def _after_a_death(launcher: Any, jobs: dict[int, list[str]]) -> list:
     """Every job of `jobs` (number -> overrides) brought to an end; their JobReturns."""
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    from runner.sweep import JOB_FILE, STARTED_DIR, record_job, started_dir
+    from runner.sweep import JOB_FILE, record_job, started_dir, started_marker
 
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     returns: dict[int, Any] = {}
@@ -69,7 +69,7 @@ def _after_a_death(launcher: Any, jobs: dict[int, list[str]]) -> list:
                 returns[num] = _ended(overrides)
                 continue
             _clear(job_dir, sweep_dir)
-            (sweep_dir / STARTED_DIR / str(num)).unlink()
+            started_marker(sweep_dir, num).unlink()
             try:  # alone: a death now is this job's own
                 returns[num] = _run(launcher, {num: overrides}, alone=True)[0]
             except TerminatedWorkerError as death:
