@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.errors import ConfigError, did_you_mean, one_of
+from runner.errors import ConfigError, did_you_mean, is_number, one_of
 from runner.init import Selector, owners_of, parse_selector, select
 
 # Each operation as the in-place tensor method that does it (`param.data += v` is add_).
@@ -71,7 +71,7 @@ def _parse_edit(edit: Any, where: str) -> Edit:
         raise ConfigError(f"{where}: give exactly one operation of {valid}, got {operations}")
     operation = operations[0]
     value = args[operation]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ConfigError(f"{where}: {operation} must be a number, got {value!r}")
     if not math.isfinite(value):  # a NaN weight would read as a diverged run at step 1
         raise ConfigError(f"{where}: {operation} must be a finite number, got {value}")
