@@ -86,10 +86,16 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
     """One job of a multirun: any failure is recorded, not raised, so the sweep goes on."""
     from runner.faults import Terminated
     from runner.launchers import give_the_job_pythons_ctrl_c
-    from runner.sweep import mark_started, record_job, was_interrupted
+    from runner.sweep import mark_started, record_job, sharing_job, was_interrupted
 
     give_the_job_pythons_ctrl_c()
     mark_started(sweep_dir, hydra_cfg.job.num, run_dir)  # a dead worker's job is found by it
+    other = sharing_job(sweep_dir, hydra_cfg.job.num, run_dir)
+    if other is not None:  # its results (and job.json) would replace the other job's
+        log.error("job %d not run: its folder %s is job %d's too; give hydra.sweep.subdir a "
+                  "name that differs per job, e.g. '${hydra.job.num}'", hydra_cfg.job.num,
+                  run_dir, other)  # fmt: skip
+        return
     if was_interrupted(sweep_dir):  # Ctrl-C stopped the parallel sweep before this job began
         record_job(run_dir, sweep_dir, facts["overrides"], "interrupted",
                    "interrupted (Ctrl-C) before it started")  # fmt: skip

@@ -181,20 +181,22 @@ SWEEP_RESULTS = ("multirun.yaml", "summary.csv", "summary.md")
 
 def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> None:
     """A ConfigError when `folder` already holds a run's results (metrics.json, model.pt,
-    checkpoint.pt, event files under tb/) or, with `sweep`, a sweep's (multirun.yaml, its
-    summary): a second run there would replace them and mix its events with theirs."""
+    checkpoint.pt, event files under tb/) or a sweep's (multirun.yaml, its summary): a run
+    or sweep there would replace them, or mix its events and jobs with theirs. `sweep`:
+    `folder` is the planned hydra.sweep.dir, else hydra.run.dir."""
     if folder is None or not Path(folder).is_dir():
         return
     path = Path(folder)
-    names = SWEEP_RESULTS if sweep else RUN_RESULTS
-    found = [name for name in names if (path / name).exists()]
-    if not sweep and (path / "tb").is_dir() and any(p.is_file() for p in (path / "tb").rglob("*")):
-        found.append("tb/")
+    runs = [name for name in RUN_RESULTS if (path / name).exists()]
+    if (path / "tb").is_dir() and any(p.is_file() for p in (path / "tb").rglob("*")):
+        runs.append("tb/")
+    sweeps = [name for name in SWEEP_RESULTS if (path / name).exists()]
+    found, what = (sweeps, "a sweep") if sweeps else (runs, "a run")
     if found:
-        key, what = ("hydra.sweep.dir", "a sweep") if sweep else ("hydra.run.dir", "a run")
+        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
         checkpoint = (path / "checkpoint.pt").resolve()  # absolute: hydra.job.chdir moves cwd
         resume = ""
-        if not sweep and checkpoint.is_file():
+        if not sweep and not sweeps and checkpoint.is_file():
             resume = f", or continue it: train.resume={checkpoint} {key}=<new folder>"
         raise ConfigError(
             f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
@@ -226,6 +228,34 @@ def _check_launcher(launcher: DictConfig) -> None:
         )
 
 
+def _job_subdir(base: DictConfig) -> tuple[str, str] | None:
+    """hydra.sweep.subdir as composed and as written (None if it does not resolve here)."""
+    try:
+        return str(base.hydra.sweep.subdir), str(base.hydra.sweep._get_node("subdir")._value())
+    except Exception:  # noqa: BLE001 (Hydra reports what does not resolve)
+        return None
+
+
+def _check_job_dirs(sweep_dir: str | None, subdir: tuple[str, str] | None, several: bool) -> None:
+    """A ConfigError when hydra.sweep.subdir (`_job_subdir`) gives the jobs no folders of
+    their own: one that is (or holds) the sweep dir itself, or a fixed name when the sweep
+    has several jobs. Their files would be written over each other's, and the summary
+    would find none."""
+    if sweep_dir is None or subdir is None:
+        return
+    composed, raw = subdir
+    sweep = Path(sweep_dir).resolve()
+    job_dir = (sweep / composed).resolve()
+    shared = job_dir == sweep or job_dir in sweep.parents
+    if shared or (several and "${" not in raw):
+        where = "the sweep dir itself" if shared else f"one folder, {composed}"
+        raise ConfigError(
+            f"hydra.sweep.subdir={raw}: every job of the sweep would write into {where}, over "
+            "each other's files; give each job a folder of its own, e.g. "
+            "'hydra.sweep.subdir=${hydra.job.num}' (the default names it by its overrides)"
+        )
+
+
 # Hydra's default sweeper: its grid comes from the command line and hydra.sweeper.params.
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # Hydra's default launcher: it runs the jobs one after another in this process.
@@ -249,7 +279,7 @@ def _covering_jobs(
         raise ConfigError(f"command line: {first_lines(str(error))}") from error
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_with_hydra(fixed, config_name, config_dir)
-    sweep_dir = _planned_dir(base, "sweep")
+    sweep_dir, subdir = _planned_dir(base, "sweep"), _job_subdir(base)
     groups, launcher = set(base.hydra.runtime.choices), base.hydra.launcher
     params, experiment = [], base.hydra.runtime.choices.get("experiment")
     if base.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
@@ -260,6 +290,7 @@ def _covering_jobs(
     job_config(base, fixed)
     check_output_dir(sweep_dir, "hydra.sweep.dir")
     check_not_a_finished_run(sweep_dir, sweep=True)
+    several = False  # whether the sweep makes more than one job
     # As the basic sweeper does: the config's params first, the command line's win per key.
     in_order = [(o, params_source) for o in parser.parse_overrides(params)]
     in_order += [(o, "command line") for o in parsed]
@@ -279,7 +310,9 @@ def _covering_jobs(
             values = list(override.sweep_iterator())
         except HydraException:
             picked.pop(key, None)  # a glob or an interval: left to the sweeper
+            several = True
             continue
+        several = several or len(values) > 1
         shown = [Transformer.str(v) for v in values]
         twice = sorted({v for v in shown if shown.count(v) > 1})
         if twice:  # two jobs of one overrides: one job dir, their files mixed
@@ -294,6 +327,7 @@ def _covering_jobs(
             for value in values:
                 by_type.setdefault(type(value), Transformer.str(value))
             picked[key] = list(by_type.values())
+    _check_job_dirs(sweep_dir, subdir, several)
     count = max((len(values) for values in picked.values()), default=0)
     return launcher, [
         [f"{key}={values[i % len(values)]}" for key, values in picked.items()] for i in range(count)

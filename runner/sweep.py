@@ -139,6 +139,23 @@ def started_dir(sweep_dir: Path, num: int) -> Path | None:
     return Path(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def sharing_job(sweep_dir: Path, num: int, job_dir: Path) -> int | None:
+    """Another job of this sweep that noted `job_dir` as its folder too (a
+    hydra.sweep.subdir that names two jobs alike), or None."""
+    mine = str(job_dir.resolve())
+    for marker in sweep_dir.glob(f"{STARTED_PREFIX}*"):
+        other = marker.name[len(STARTED_PREFIX) :]
+        with contextlib.suppress(OSError):
+            if other != str(num) and marker.read_text(encoding="utf-8") == mine:
+                return int(other)
+    return None
+
+
+def begun_jobs(sweep_dir: Path) -> int:
+    """How many jobs of the current sweep began (noted by `mark_started`)."""
+    return sum(1 for _ in sweep_dir.glob(f"{STARTED_PREFIX}*"))
+
+
 def mark_interrupted(sweep_dir: Path) -> None:
     """Tell the jobs of the sweep in `sweep_dir` that are still to start not to train."""
     (sweep_dir / INTERRUPTED_FILE).touch()
@@ -189,6 +206,11 @@ class SweepSummary(Callback):
         print(f"tensorboard --logdir {sweep_dir}")
         if was_interrupted(sweep_dir):
             sys.exit(130)  # runner/__main__.py prints the line
+        unrecorded = begun_jobs(sweep_dir) - len(rows)
+        if unrecorded > 0:  # jobs that shared a folder: one job.json for them all
+            print(f"{unrecorded} of {len(rows) + unrecorded} jobs left no record: they shared "
+                  "a job folder (see the errors above)", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
         failed = [row["status"] for row in rows if row["status"] != "ok"]
         if failed:
             counts = ", ".join(f"{failed.count(s)} {s}" for s in sorted(set(failed)))

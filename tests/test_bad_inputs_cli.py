@@ -301,6 +301,18 @@ CASES = [
                  "give hydra.sweep.dir a new folder"),
           files={"sweep/multirun.yaml": "hydra: {}\n", "sweep/summary.csv": "job,status\n0,ok\n",
                  "sweep/0/model.pt": "weights\n"}),
+    train("run-dir-holds-a-sweep", "hydra.run.dir={tmp}/sweep",
+          words=("hydra.run.dir={tmp}/sweep: it already holds a sweep (multirun.yaml, summary.csv)",
+                 "give hydra.run.dir a new folder"),
+          files={"sweep/multirun.yaml": "hydra: {}\n", "sweep/summary.csv": "job,status\n0,ok\n"}),
+    train("sweep-jobs-in-the-sweep-dir", "-m", "hydra.sweep.dir={tmp}/sweep", "seed=0,1",
+          "hydra.sweep.subdir=.",
+          words=("hydra.sweep.subdir=.: every job of the sweep would write into the sweep dir "
+                 "itself", "'hydra.sweep.subdir=${hydra.job.num}'")),
+    train("sweep-jobs-in-one-folder", "-m", "hydra.sweep.dir={tmp}/sweep", "seed=0,1",
+          "hydra.sweep.subdir=same",
+          words=("hydra.sweep.subdir=same: every job of the sweep would write into one folder, "
+                 "same, over each other's files",)),
     train("sweep-dir-under-a-file", "-m", "hydra.sweep.dir={tmp}/afile/sweep", "seed=0,1",
           "train.steps=0",
           words=("hydra.sweep.dir={tmp}/afile/sweep", "{tmp}/afile is a file"),

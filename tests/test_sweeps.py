@@ -348,3 +348,22 @@ def test_reproduce_counts_a_key_the_schema_gained_as_its_default(tmp_path):
     assert not _config_differs(old, new)
     new.write_text("seed: 0\ninit:\n  rules: []\n  edits: [{params: x, add: 1}]\n")
     assert _config_differs(old, new)
+
+
+@pytest.mark.slow
+def test_jobs_whose_subdir_names_them_alike_do_not_write_over_each_other(tmp_path):
+    # s${seed} is one folder for init=default and init=xavier of one seed: the second job
+    # to begin there must not replace the first's results.
+    result, folder = sweep(tmp_path, "alike", "seed=0,1", "init=default,xavier",
+                           "hydra.sweep.subdir=s${seed}")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "2 of 4 jobs left no record: they shared a job folder" in result.stderr
+    shown = result.stdout + result.stderr  # (the job logs its error with Hydra's logging)
+    assert "job 1 not run: its folder" in shown and "is job 0's too" in shown
+    rows = summary_rows(folder)
+    assert sorted(r["job"] for r in rows) == ["s0", "s1"] and {r["status"] for r in rows} == {"ok"}
+    for job in ("s0", "s1"):  # each folder's results are its first job's (init=default)
+        record = json.loads((folder / job / "run.json").read_text())
+        assert record["choices"]["init"] == "default"
+        assert "init=default" in json.loads((folder / job / "job.json").read_text())["overrides"]
+    assert "Traceback" not in shown
