@@ -34,9 +34,11 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from runner import help as _help  # noqa: E402, F401 (registers ${runner_help:}, hydra.help's template)
+from runner import provenance  # noqa: E402
 from runner.command_line import check_command_line  # noqa: E402
 from runner.config import CONF_DIR, attach_choices, check_config  # noqa: E402
 from runner.errors import TrainingDiverged, exit_on_user_error, first_line  # noqa: E402
+from runner.run_dirs import claim_time_stamped, pinned  # noqa: E402
 
 log = logging.getLogger("runner")
 
@@ -182,7 +184,10 @@ if __name__ == "__main__":
     try:
         # Hydra reports a bad config over several lines and exits 1; composing first gives
         # one line, 2.
-        launcher, trains_here = exit_on_user_error(check_command_line)(sys.argv[1:])
+        launcher, trains_here, output_dir = exit_on_user_error(check_command_line)(sys.argv[1:])
+        if output_dir is not None:  # a time-stamped folder: made now, Hydra pinned to it
+            provenance.typed_arguments = sys.argv[1:]
+            sys.argv[1:] = pinned(sys.argv[1:], claim_time_stamped(*output_dir))
         # A multirun on the joblib launcher: its worker server starts now, if not already.
         parallel = launcher is not None and start_joblib_workers(launcher)
         if trains_here:  # before Hydra composes the job, so no job's objects are frozen

@@ -9,14 +9,20 @@ output dir is checked too, since Hydra creates it before the run's own code runs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from omegaconf import DictConfig
 
 from runner.config import check_no_new_variables, compose, compose_with_hydra, job_config
 from runner.config_errors import first_lines
-from runner.errors import ConfigError, brief
+from runner.errors import ConfigError
+from runner.run_dirs import (
+    check_job_dirs,
+    check_not_a_finished_run,
+    check_output_dir,
+    job_subdir,
+    planned_dir,
+)
 
 
 class Plan(NamedTuple):
@@ -24,6 +30,9 @@ class Plan(NamedTuple):
 
     launcher: DictConfig | None  # a multirun's hydra.launcher (how its jobs start), else None
     trains_here: bool  # a job trains in this process: a run, or a sweep on the basic launcher
+    # The run dir (or sweep dir) Hydra will make: (folder, as written, "run" or "sweep"), for
+    # `run_dirs.claim_time_stamped`; None where no job starts.
+    output_dir: tuple[str | None, str | None, str] | None = None
 
 
 NO_JOB_HERE = Plan(None, False)  # --help, --info, --cfg (checked, then only printed), ...
@@ -70,23 +79,23 @@ def check_command_line(argv: Sequence[str]) -> Plan:
     if args.cfg is not None or not (args.multirun or _multirun_mode(overrides, name, config_dir)):
         cfg = compose_with_hydra(overrides, name, config_dir)
         if args.cfg is not None or cfg.hydra.mode != RunMode.MULTIRUN:
-            run_dir = _planned_dir(cfg, "run")
+            run_dir, run_dir_as_written = planned_dir(cfg, "run")
             sweep_params = cfg.hydra.sweeper.get("params") or {}  # (job_config drops hydra)
             check_no_new_variables(cfg, overrides, name, config_dir)
             job_config(cfg, overrides)
             check_output_dir(run_dir, "hydra.run.dir")
             if args.cfg:
                 return NO_JOB_HERE  # --cfg only prints
-            check_not_a_finished_run(run_dir)
+            check_not_a_finished_run(run_dir, raw=run_dir_as_written)
             _warn_unswept(sweep_params)
-            return Plan(None, True)
-    launcher, jobs = _covering_jobs(overrides, name, config_dir)
+            return Plan(None, True, (run_dir, run_dir_as_written, "run"))
+    launcher, jobs, sweep_dir = _covering_jobs(overrides, name, config_dir)
     _check_launcher(launcher)
     for job in jobs:
         compose(job, name, config_dir)
     if args.cfg:
         return NO_JOB_HERE  # --cfg prints the config and launches nothing
-    return Plan(launcher, launcher.get("_target_") == BASIC_LAUNCHER)
+    return Plan(launcher, launcher.get("_target_") == BASIC_LAUNCHER, (*sweep_dir, "sweep"))
 
 
 # The overrides that make a command line a multirun without -m (the enum's name or value).
@@ -127,83 +136,6 @@ def _multirun_mode(overrides: list[str], config_name: str, config_dir: str | Non
         return False  # the run's compose reports it
 
 
-def _planned_dir(cfg: DictConfig, mode: str) -> str | None:
-    """hydra.run.dir or hydra.sweep.dir as Hydra will make it (None if it does not resolve
-    here: Hydra reports that itself)."""
-    try:
-        return str(cfg.hydra[mode].dir)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def check_output_dir(folder: str | Path | None, key: str) -> None:
-    """A ConfigError unless `folder` is, or can be made, a folder we may write into.
-
-    Hydra makes the run dir before the job starts and reports a failure with a traceback;
-    this checks the nearest part of the path that exists: a file there (`afile/run`) or a
-    folder without write permission would stop it.
-    """
-    import os
-    import tempfile
-
-    if folder is None:
-        return
-    if not str(folder).strip():
-        raise ConfigError(f"{key} is empty: give the folder the run writes into, e.g. "
-                          f"{key}=runs/first")  # fmt: skip
-    too_long = [part for part in Path(folder).parts if len(os.fsencode(part)) > 255]
-    if too_long:
-        raise ConfigError(
-            f"{key}={brief(str(folder), 60)}: the name {brief(too_long[0], 30)} is "
-            f"{len(os.fsencode(too_long[0]))} bytes; file systems take 255 at most"
-        )
-    existing = Path(folder)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(
-            f"{key}={folder}: cannot make this folder: {existing} is a file, not a folder; "
-            f"give {key} a path under a folder"
-        )
-    try:  # permissions alone do not tell (root may write anywhere but /proc, /sys)
-        os.rmdir(tempfile.mkdtemp(prefix=".runner-check-", dir=existing))
-    except OSError as error:
-        raise ConfigError(
-            f"{key}={folder}: cannot make or write this folder: {existing} refuses new "
-            f"folders ({error.strerror}); give {key} a folder you can write to"
-        ) from error
-
-
-# What shows that a folder holds a run's results (or a sweep's): never written over.
-RUN_RESULTS = ("metrics.json", "model.pt", "checkpoint.pt")
-SWEEP_RESULTS = ("multirun.yaml", "summary.csv", "summary.md")
-
-
-def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False) -> None:
-    """A ConfigError when `folder` already holds a run's results (metrics.json, model.pt,
-    checkpoint.pt, event files under tb/) or a sweep's (multirun.yaml, its summary): a run
-    or sweep there would replace them, or mix its events and jobs with theirs. `sweep`:
-    `folder` is the planned hydra.sweep.dir, else hydra.run.dir."""
-    if folder is None or not Path(folder).is_dir():
-        return
-    path = Path(folder)
-    runs = [name for name in RUN_RESULTS if (path / name).exists()]
-    if (path / "tb").is_dir() and any(p.is_file() for p in (path / "tb").rglob("*")):
-        runs.append("tb/")
-    sweeps = [name for name in SWEEP_RESULTS if (path / name).exists()]
-    found, what = (sweeps, "a sweep") if sweeps else (runs, "a run")
-    if found:
-        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-        checkpoint = (path / "checkpoint.pt").resolve()  # absolute: hydra.job.chdir moves cwd
-        resume = ""
-        if not sweep and not sweeps and checkpoint.is_file():
-            resume = f", or continue it: train.resume={checkpoint} {key}=<new folder>"
-        raise ConfigError(
-            f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
-            f"would write over; give {key} a new folder{resume}"
-        )
-
-
 def _warn_unswept(params: Any) -> None:
     """A run whose config names a sweep (an experiment's hydra.sweeper.params) runs one job:
     Hydra sweeps only with -m. Say so, since a user may have meant the sweep."""
@@ -228,34 +160,6 @@ def _check_launcher(launcher: DictConfig) -> None:
         )
 
 
-def _job_subdir(base: DictConfig) -> tuple[str, str] | None:
-    """hydra.sweep.subdir as composed and as written (None if it does not resolve here)."""
-    try:
-        return str(base.hydra.sweep.subdir), str(base.hydra.sweep._get_node("subdir")._value())
-    except Exception:  # noqa: BLE001 (Hydra reports what does not resolve)
-        return None
-
-
-def _check_job_dirs(sweep_dir: str | None, subdir: tuple[str, str] | None, several: bool) -> None:
-    """A ConfigError when hydra.sweep.subdir (`_job_subdir`) gives the jobs no folders of
-    their own: one that is (or holds) the sweep dir itself, or a fixed name when the sweep
-    has several jobs. Their files would be written over each other's, and the summary
-    would find none."""
-    if sweep_dir is None or subdir is None:
-        return
-    composed, raw = subdir
-    sweep = Path(sweep_dir).resolve()
-    job_dir = (sweep / composed).resolve()
-    shared = job_dir == sweep or job_dir in sweep.parents
-    if shared or (several and "${" not in raw):
-        where = "the sweep dir itself" if shared else f"one folder, {composed}"
-        raise ConfigError(
-            f"hydra.sweep.subdir={raw}: every job of the sweep would write into {where}, over "
-            "each other's files; give each job a folder of its own, e.g. "
-            "'hydra.sweep.subdir=${hydra.job.num}' (the default names it by its overrides)"
-        )
-
-
 # Hydra's default sweeper: its grid comes from the command line and hydra.sweeper.params.
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # Hydra's default launcher: it runs the jobs one after another in this process.
@@ -264,10 +168,10 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 def _covering_jobs(
     overrides: list[str], config_name: str, config_dir: str | None
-) -> tuple[DictConfig, list[list[str]]]:
-    """The sweep's hydra.launcher, and override lists that, together, compose every
-    option of each swept config group and one value of each type of each swept key: a few
-    jobs instead of the whole grid."""
+) -> tuple[DictConfig, list[list[str]], tuple[str | None, str | None]]:
+    """The sweep's hydra.launcher; override lists that, together, compose every option of
+    each swept config group and one value of each type of each swept key (a few jobs
+    instead of the whole grid); and the sweep dir (`run_dirs.planned_dir`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Transformer
     from hydra.errors import HydraException
@@ -279,7 +183,7 @@ def _covering_jobs(
         raise ConfigError(f"command line: {first_lines(str(error))}") from error
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_with_hydra(fixed, config_name, config_dir)
-    sweep_dir, subdir = _planned_dir(base, "sweep"), _job_subdir(base)
+    (sweep_dir, sweep_dir_as_written), subdir = planned_dir(base, "sweep"), job_subdir(base)
     groups, launcher = set(base.hydra.runtime.choices), base.hydra.launcher
     params, experiment = [], base.hydra.runtime.choices.get("experiment")
     if base.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
@@ -289,7 +193,7 @@ def _covering_jobs(
         params_source = f"experiment/{experiment}.yaml: {params_source}"
     job_config(base, fixed)
     check_output_dir(sweep_dir, "hydra.sweep.dir")
-    check_not_a_finished_run(sweep_dir, sweep=True)
+    check_not_a_finished_run(sweep_dir, sweep=True, raw=sweep_dir_as_written)
     several = False  # whether the sweep makes more than one job
     # As the basic sweeper does: the config's params first, the command line's win per key.
     in_order = [(o, params_source) for o in parser.parse_overrides(params)]
@@ -327,8 +231,8 @@ def _covering_jobs(
             for value in values:
                 by_type.setdefault(type(value), Transformer.str(value))
             picked[key] = list(by_type.values())
-    _check_job_dirs(sweep_dir, subdir, several)
+    check_job_dirs(sweep_dir, subdir, several)
     count = max((len(values) for values in picked.values()), default=0)
-    return launcher, [
-        [f"{key}={values[i % len(values)]}" for key, values in picked.items()] for i in range(count)
-    ]
+    jobs = [[f"{key}={values[i % len(values)]}" for key, values in picked.items()]
+            for i in range(count)]  # fmt: skip
+    return launcher, jobs, (sweep_dir, sweep_dir_as_written)

@@ -18,6 +18,8 @@ from typing import Any
 
 RUN_FILE = "run.json"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The arguments as typed, where `python -m runner` added to sys.argv (a pinned run dir).
+typed_arguments: list[str] | None = None
 
 
 def versions() -> dict[str, str | None]:
@@ -50,7 +52,8 @@ def git_state(folder: Path = PROJECT_DIR) -> dict[str, Any]:
 def command_line() -> list[str]:
     """The command as typed: `python -m runner ...` (sys.argv[0] is the package's __main__.py)."""
     if sys.argv and sys.argv[0].endswith(("runner/__main__.py", "runner\\__main__.py")):
-        return [sys.executable, "-m", "runner", *sys.argv[1:]]
+        typed = sys.argv[1:] if typed_arguments is None else typed_arguments
+        return [sys.executable, "-m", "runner", *typed]
     return [sys.executable, *sys.argv]
 
 

@@ -283,7 +283,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: is a file; give an empty or new folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already holds files; give an empty or new folder")
-    from runner.command_line import check_output_dir
+    from runner.run_dirs import check_output_dir
 
     check_output_dir(out, "--out")
     print(f"reproducing {run_dir}\n        into {out}")

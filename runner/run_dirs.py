@@ -1,0 +1,168 @@
+"""The folders a command writes into: checked before Hydra makes them, since Hydra makes
+a run's (or sweep's) folder and writes `.hydra/` there before the job's own code runs.
+
+A folder must be one that can be made and written; it must not hold a finished run's or
+sweep's results (they would be written over); a sweep's jobs must get folders of their
+own; and a time-stamped folder (the default `outputs/DATE/TIME`) is made at once, so two
+commands started in the same second get two folders.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from runner.errors import ConfigError, brief
+
+# What shows that a folder holds a run's results (or a sweep's): never written over.
+RUN_RESULTS = ("metrics.json", "model.pt", "checkpoint.pt")
+SWEEP_RESULTS = ("multirun.yaml", "summary.csv", "summary.md")
+
+
+def check_output_dir(folder: str | Path | None, key: str) -> None:
+    """A ConfigError unless `folder` is, or can be made, a folder we may write into.
+
+    Hydra makes the run dir before the job starts and reports a failure with a traceback;
+    this checks the nearest part of the path that exists: a file there (`afile/run`) or a
+    folder without write permission would stop it.
+    """
+    import os
+    import tempfile
+
+    if folder is None:
+        return
+    if not str(folder).strip():
+        raise ConfigError(f"{key} is empty: give the folder the run writes into, e.g. "
+                          f"{key}=runs/first")  # fmt: skip
+    too_long = [part for part in Path(folder).parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise ConfigError(
+            f"{key}={brief(str(folder), 60)}: the name {brief(too_long[0], 30)} is "
+            f"{len(os.fsencode(too_long[0]))} bytes; file systems take 255 at most"
+        )
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{key}={folder}: cannot make this folder: {existing} is a file, not a folder; "
+            f"give {key} a path under a folder"
+        )
+    try:  # permissions alone do not tell (root may write anywhere but /proc, /sys)
+        os.rmdir(tempfile.mkdtemp(prefix=".runner-check-", dir=existing))
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={folder}: cannot make or write this folder: {existing} refuses new "
+            f"folders ({error.strerror}); give {key} a folder you can write to"
+        ) from error
+
+
+def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False,
+                             raw: str | None = None) -> None:  # fmt: skip
+    """A ConfigError when `folder` already holds a run's results (metrics.json, model.pt,
+    checkpoint.pt, event files under tb/) or a sweep's (multirun.yaml, its summary): a run
+    or sweep there would replace them, or mix its events and jobs with theirs. `sweep`:
+    `folder` is the planned hydra.sweep.dir, else hydra.run.dir; `raw`: as written (a
+    time-stamped folder is not checked: the command gets a new one)."""
+    if folder is None or not Path(folder).is_dir() or time_stamped(str(folder), raw):
+        return
+    path = Path(folder)
+    runs = [name for name in RUN_RESULTS if (path / name).exists()]
+    if (path / "tb").is_dir() and any(p.is_file() for p in (path / "tb").rglob("*")):
+        runs.append("tb/")
+    sweeps = [name for name in SWEEP_RESULTS if (path / name).exists()]
+    found, what = (sweeps, "a sweep") if sweeps else (runs, "a run")
+    if found:
+        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+        checkpoint = (path / "checkpoint.pt").resolve()  # absolute: hydra.job.chdir moves cwd
+        resume = ""
+        if not sweep and not sweeps and checkpoint.is_file():
+            resume = f", or continue it: train.resume={checkpoint} {key}=<new folder>"
+        raise ConfigError(
+            f"{key}={folder}: it already holds {what} ({', '.join(found)}), which this command "
+            f"would write over; give {key} a new folder{resume}"
+        )
+
+
+def job_subdir(base: DictConfig) -> tuple[str, str] | None:
+    """hydra.sweep.subdir as composed and as written (None if it does not resolve here)."""
+    try:
+        return str(base.hydra.sweep.subdir), str(base.hydra.sweep._get_node("subdir")._value())
+    except Exception:  # noqa: BLE001 (Hydra reports what does not resolve)
+        return None
+
+
+def check_job_dirs(sweep_dir: str | None, subdir: tuple[str, str] | None, several: bool) -> None:
+    """A ConfigError when hydra.sweep.subdir (`job_subdir`) gives the jobs no folders of
+    their own: one that is (or holds) the sweep dir itself, or a fixed name when the sweep
+    has several jobs. Their files would be written over each other's, and the summary
+    would find none."""
+    if sweep_dir is None or subdir is None:
+        return
+    composed, raw = subdir
+    sweep = Path(sweep_dir).resolve()
+    job_dir = (sweep / composed).resolve()
+    shared = job_dir == sweep or job_dir in sweep.parents
+    if shared or (several and "${" not in raw):
+        where = "the sweep dir itself" if shared else f"one folder, {composed}"
+        raise ConfigError(
+            f"hydra.sweep.subdir={raw}: every job of the sweep would write into {where}, over "
+            "each other's files; give each job a folder of its own, e.g. "
+            "'hydra.sweep.subdir=${hydra.job.num}' (the default names it by its overrides)"
+        )
+
+
+# A folder name the override grammar takes unquoted (a claimed folder is pinned by one).
+_PLAIN_PATH = re.compile(r"[\w./:+@~-]+")
+MAX_SUFFIX = 99  # folder_1 ... folder_99 are tried after folder
+
+
+def planned_dir(cfg: DictConfig, mode: str) -> tuple[str | None, str | None]:
+    """hydra.run.dir (`mode` "run") or hydra.sweep.dir ("sweep") as Hydra will make it, and
+    as written in the config; None for what does not resolve here (Hydra reports it)."""
+    try:
+        raw = str(cfg.hydra[mode]._get_node("dir")._value())
+        return str(cfg.hydra[mode].dir), raw
+    except Exception:  # noqa: BLE001
+        return None, None
+
+
+def time_stamped(folder: str | None, raw: str | None) -> bool:
+    """Whether the folder (`planned_dir`) is named by the time, in a name that the override
+    grammar takes as it is: `claim_time_stamped` gives such a command a new folder."""
+    return (folder is not None and raw is not None and "${now:" in raw.replace(" ", "")
+            and _PLAIN_PATH.fullmatch(folder) is not None)  # fmt: skip
+
+
+def claim_time_stamped(folder: str | None, raw: str | None, mode: str) -> str | None:
+    """For a run or sweep dir named by the time (`${now:...}`, as the default
+    outputs/DATE/TIME is; `planned_dir`): make the folder now, or, if another command made
+    it first (one started in the same second), `<folder>_1`, `_2`, ...; return the override
+    that pins Hydra to it (`hydra.run.dir=...`; `mode` is "run" or "sweep"). None when the
+    name does not depend on the time or cannot be pinned.
+
+    Hydra resolves `${now:}` again when it composes: without the pin, a command started at
+    the end of a second would be checked against one folder and write into the next."""
+    import os
+
+    if not time_stamped(folder, raw):
+        return None
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    for suffix in range(MAX_SUFFIX + 1):
+        candidate = f"{folder}_{suffix}" if suffix else folder
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        return f"hydra.{mode}.dir={candidate}"
+    return None  # a hundred commands in one second: left to the finished-run check
+
+
+def pinned(argv: list[str], override: str | None) -> list[str]:
+    """`argv` with `override` (`claim_time_stamped`'s) in place of any override of its key."""
+    if override is None:
+        return argv
+    key = override.split("=", 1)[0]
+    return [a for a in argv if a.lstrip("+").split("=", 1)[0] != key] + [override]
