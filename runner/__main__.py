@@ -10,15 +10,38 @@ with a checkpoint to resume from; the exit code is the shell's: 130 and 143.
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from runner import start_up
-from runner.launchers import (
+_pressed_while_starting = False  # Ctrl-C came while the imports ran (`_defer_ctrl_c`)
+
+
+def _defer_ctrl_c(signum: int, frame: object) -> None:
+    """Ctrl-C while the imports run only takes note: a KeyboardInterrupt raised inside a
+    module's import (numpy's, within torch's) can be swallowed there, or leave the module
+    half made for the next import to fail on. `_ctrl_c_from_now` acts on it."""
+    global _pressed_while_starting
+    _pressed_while_starting = True
+
+
+def _ctrl_c_from_now() -> None:
+    """Ctrl-C raises KeyboardInterrupt again; one pressed while starting is raised now."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _pressed_while_starting:
+        raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _defer_ctrl_c)  # until the imports are done
+
+
+from runner import start_up  # noqa: E402
+from runner.launchers import (  # noqa: E402
     start_joblib_workers,
     start_joblib_workers_from_argv,
     stop_workers,
 )
-from runner.pipes import survive_closed_readers
+from runner.pipes import survive_closed_readers  # noqa: E402
 
 if __name__ == "__main__":
     start_up.pause()  # no garbage collection while the imports run (runner/start_up.py)
@@ -185,14 +208,15 @@ if __name__ == "__main__":
         # Hydra reports a bad config over several lines and exits 1; composing first gives
         # one line, 2.
         launcher, trains_here, output_dir = exit_on_user_error(check_command_line)(sys.argv[1:])
-        if output_dir is not None:  # a time-stamped folder: made now, Hydra pinned to it
-            provenance.typed_arguments = sys.argv[1:]
-            sys.argv[1:] = pinned(sys.argv[1:], claim_time_stamped(*output_dir))
         # A multirun on the joblib launcher: its worker server starts now, if not already.
         parallel = launcher is not None and start_joblib_workers(launcher)
         if trains_here:  # before Hydra composes the job, so no job's objects are frozen
             start_up.import_training_modules()
         start_up.resume()
+        _ctrl_c_from_now()
+        if output_dir is not None:  # a time-stamped folder: made now, Hydra pinned to it
+            provenance.typed_arguments = sys.argv[1:]
+            sys.argv[1:] = pinned(sys.argv[1:], claim_time_stamped(*output_dir))
         main()
     except (KeyboardInterrupt, SystemExit) as stop:
         # A job (a run's, or a sequential sweep's) prints its own line for Ctrl-C and exits

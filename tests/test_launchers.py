@@ -113,6 +113,33 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
             assert row["error"] == "interrupted (Ctrl-C) before it started"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("sweep", "delay"), [(False, 0.3), (True, 0.05), (True, 0.3), (True, 0.6)])
+def test_ctrl_c_while_the_command_starts_prints_one_line_and_exits_130(tmp_path, delay, sweep):
+    """Ctrl-C during the imports and the config check: one line, exit 130, and no folder
+    made. (Raised inside numpy's import within torch's, a KeyboardInterrupt was swallowed
+    and the whole sweep ran, or the next import failed with a traceback.)"""
+    argv = ["-m", "seed=0,1"] if sweep else []
+    command = subprocess.Popen(
+        [sys.executable, "-m", "runner", *argv, "train.steps=100000", "train.progress=off"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        time.sleep(delay)
+        os.killpg(command.pid, signal.SIGINT)
+        stdout, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted"), stderr
+    if last in ("interrupted", "interrupted; the sweep stopped before any job started"):
+        assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
 def _processes_with(marker: str) -> list[int]:
     """Live processes whose environment holds `marker` (the sweep's, inherited by its server
     and workers); a zombie's environment reads empty."""
