@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner.errors import tool_parser
+from runner.errors import exit_on_ctrl_c, tool_parser
 
 EXAMPLES = """examples:
   python -m runner.bench                       # the default workload on the CPU (about 3 min)
@@ -253,6 +253,7 @@ def machine(args: argparse.Namespace) -> str:
             f"{args.batch}, SGD, {args.steps} steps x {args.repeats} repetitions.")  # fmt: skip
 
 
+@exit_on_ctrl_c
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the chosen parts and print one markdown table per part."""
     args = parse_args(argv)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.errors import exit_on_ctrl_c
+
 EXAMPLES = """\
 examples:
   python -m runner.compare multirun/2026-11-22/10-00-00            # every job of a sweep
@@ -290,6 +292,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_ctrl_c
 def main(argv: Sequence[str] | None = None) -> None:
     """Read, print the tables, write the plots."""
     from runner.errors import exit_on_user_error

@@ -90,6 +90,40 @@ def exit_on_user_error(main: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def exit_on_ctrl_c(main: F) -> F:
+    """Wrap a companion command's main (inspect, compare, reproduce, bench) so Ctrl-C ends
+    it at once with one line and the shell's code for SIGINT, 130, not a traceback. (A
+    training run handles Ctrl-C itself: it checkpoints the step first.)
+
+    The process ends from the signal handler, since a KeyboardInterrupt raised inside a
+    module's import (numpy's, within torch's) can be swallowed there, or leave the module
+    half made for the next import to fail on with a RecursionError. These commands keep
+    nothing that needs closing: a table printed is flushed, a run that reproduce started
+    gets the Ctrl-C too and saves its own checkpoint."""
+
+    @functools.wraps(main)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        import signal
+        import threading
+
+        if full_error_requested() or threading.current_thread() is not threading.main_thread():
+            return main(*args, **kwargs)
+        previous = signal.signal(signal.SIGINT, _end_interrupted)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _end_interrupted(signum: int, frame: object) -> None:
+    """Say "interrupted" and end the process with 130 (no buffered writes: a handler may
+    run in the middle of one)."""
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
 def first_line(error: BaseException) -> str:
     """The first non-empty line of an exception's message (its type name if it has none);
     a line that ends with ":" (Hydra's "Error in call to target 'x':") takes the next."""

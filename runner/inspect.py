@@ -12,6 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from runner.errors import exit_on_ctrl_c
+
 EXAMPLES = """\
 examples:
   python -m runner.inspect                                   # the chapter's mlp, default init
@@ -44,6 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_ctrl_c
 def main(argv: Sequence[str] | None = None) -> None:
     """Compose, build and print; a bad config prints one line and exits with code 2."""
     from runner.errors import exit_on_user_error

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.errors import exit_on_ctrl_c
+
 # Metrics that must match bit for bit; wall time and speed never do.
 COMPARED_METRICS = ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss",
                     "steps", "params_unique", "params_total", "device")  # fmt: skip
@@ -258,6 +260,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_ctrl_c
 def main(argv: Sequence[str] | None = None) -> None:
     """Reproduce, compare, print; exit 0 when identical."""
     from runner.errors import exit_on_user_error

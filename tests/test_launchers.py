@@ -113,17 +113,24 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
             assert row["error"] == "interrupted (Ctrl-C) before it started"
 
 
+TRAIN = ("runner", "train.steps=100000", "train.progress=off")
+SWEEP = ("runner", "-m", "seed=0,1", "train.steps=100000", "train.progress=off")
+STARTING = [  # (command, seconds after its start to press Ctrl-C)
+    (TRAIN, 0.3), (SWEEP, 0.05), (SWEEP, 0.3), (SWEEP, 0.6), (("runner.inspect",), 0.3), (("runner.inspect",), 0.6),
+    (("runner.bench", "--only", "throughput"), 0.3), (("runner.bench", "--only", "throughput"), 2.0),
+]  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("sweep", "delay"), [(False, 0.3), (True, 0.05), (True, 0.3), (True, 0.6)])
-def test_ctrl_c_while_the_command_starts_prints_one_line_and_exits_130(tmp_path, delay, sweep):
+@pytest.mark.parametrize(("argv", "delay"), STARTING, ids=[f"{a[0]}{'-m' if '-m' in a else ''}-"
+                                                           f"{d}" for a, d in STARTING])  # fmt: skip
+def test_ctrl_c_while_a_command_starts_prints_one_line_and_exits_130(tmp_path, argv, delay):
     """Ctrl-C during the imports and the config check: one line, exit 130, and no folder
     made. (Raised inside numpy's import within torch's, a KeyboardInterrupt was swallowed
     and the whole sweep ran, or the next import failed with a traceback.)"""
-    argv = ["-m", "seed=0,1"] if sweep else []
     command = subprocess.Popen(
-        [sys.executable, "-m", "runner", *argv, "train.steps=100000", "train.progress=off"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        [sys.executable, "-m", *argv], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         time.sleep(delay)
