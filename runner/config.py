@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from runner import schemas
+from runner import schema_paths, schemas
 from runner.config_errors import (
     first_lines,
     missing_option_message,
@@ -146,7 +146,7 @@ def check_no_new_variables(
     for override in overrides:
         key = override.split("=", 1)[0]
         group, _, leaf = key.partition(".")
-        schema = schemas.type_at(group) if leaf and "." not in leaf else None
+        schema = schema_paths.type_at(group) if leaf and "." not in leaf else None
         plain = not key.startswith(("+", "~"))
         if plain and schemas.takes_variables(schema) and leaf not in schemas.keys_of(schema):
             option = choices.get(group)
@@ -210,16 +210,16 @@ def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     values left unset (`model.layers`), and interpolations that do not resolve.
     `overrides` (the command line's) let a message name the command line as the source.
     """
-    for path, node_type, value in schemas.undeclared_keys(cfg):
+    for path, node_type, value in schema_paths.undeclared_keys(cfg):
         hint = ""
         if schemas.takes_variables(node_type):
             hint = f" (other keys of {path.rpartition('.')[0]} are variables holding one value, "
             hint += f"got {brief(value)})"
         origin = _origin(cfg, path, overrides)
         raise ConfigError(unknown_key(origin, path, schemas.keys_of(node_type), hint))
-    for path in schemas.unset_keys(cfg):
-        expected = schemas.type_at(path)
-        what = f"; it must be {schemas.describe(expected)}" if expected is not None else ""
+    for path in schema_paths.unset_keys(cfg):
+        expected = schema_paths.type_at(path)
+        what = f"; it must be {schema_paths.describe(expected)}" if expected is not None else ""
         raise ConfigError(f"{_origin(cfg, path, overrides)}: {path} is missing{what}")
     check_resolves(cfg)
 

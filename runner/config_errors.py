@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import schemas
+from runner import schema_paths, schemas
 from runner.errors import ConfigError, brief, did_you_mean, one_of
 
 
@@ -51,21 +51,21 @@ def schema_message(error: Exception, config_dir: str | Path | None = None) -> st
         return f"{origin}: {path} cannot be deleted: the schema declares it; set it instead"
     parent, _, leaf = path.rpartition(".")
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-        node_type = schemas.type_at(parent) if parent else schemas.RunSchema
+        node_type = schema_paths.type_at(parent) if parent else schemas.RunSchema
         if not schemas.is_schema(node_type):
             return None  # a key missing from a free-form node: override_message lists its keys
         hint = ""
         if override and schemas.takes_variables(node_type):
             hint = f" (to add a variable, write +{path}=...)"
         return unknown_key(origin, path, schemas.keys_of(node_type), hint)
-    expected = schemas.type_at(path.split(" or ")[0])  # the lists it may be in take one type
+    expected = schema_paths.type_at(path.split(" or ")[0])  # the lists it may be in take one type
     if expected is None:
         return f"{origin}: {path}: {first_lines(str(getattr(cause, 'msg', cause)))}"
     got = getattr(cause, "value", None)
     from runner.config import to_plain
 
     shown = f", got {brief(to_plain(got))}" if got is not None else ""
-    return f"{origin}: {path} must be {schemas.describe(expected)}{shown}"
+    return f"{origin}: {path} must be {schema_paths.describe(expected)}{shown}"
 
 
 def unknown_key(origin: str, path: str, valid: Sequence[str], hint: str = "") -> str:
@@ -84,11 +84,11 @@ def list_in_file(config: str, index: str, config_dir: str | Path | None) -> str 
     merged in by its index alone. The group's only such key, or the one of them that the
     file gives with that many items; several: "init.rules or init.edits"."""
     group = config.split("/")[0]
-    schema = schemas.type_at(group)
+    schema = schema_paths.type_at(group)
     if not schemas.is_schema(schema) or not index.isdigit():
         return None
-    keys = [key for key in schemas.keys_of(schema)
-            if schemas.is_list_of_containers(schemas.type_at(f"{group}.{key}"))]  # fmt: skip
+    keys = [key for key in schemas.keys_of(schema) if schema_paths.is_list_of_containers(
+        schema_paths.type_at(f"{group}.{key}"))]  # fmt: skip
     if len(keys) > 1:
         from runner.config import read_option_file  # config.py imports this module
 

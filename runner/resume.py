@@ -113,7 +113,7 @@ def with_gained_keys(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, An
     schema gained since at its default: the key did not exist, so the run had the default."""
     from omegaconf import MISSING
 
-    from runner.schemas import default_at
+    from runner.schema_paths import default_at
 
     filled = dict(saved)
     for key in set(now) - set(saved):

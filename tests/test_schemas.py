@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import runner
 from runner import config as runner_config
-from runner import schemas
+from runner import schema_paths, schemas
 from runner.command_line import check_command_line
 from runner.config import GROUPS
 from runner.config_reference import config_reference
@@ -310,7 +310,7 @@ def test_the_reference_lists_every_key_of_the_composed_config():
 def _fields(schema: type, prefix: str = ""):
     for field in dataclasses.fields(schema):
         yield f"{prefix}{field.name}", field
-        declared = schemas.type_at(f"{prefix}{field.name}")
+        declared = schema_paths.type_at(f"{prefix}{field.name}")
         if dataclasses.is_dataclass(declared):
             yield from _fields(declared, f"{prefix}{field.name}.")
 
