@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from runner.config import input_shape, source, to_plain
+from runner.config_values import input_shape, source, to_plain
 from runner.edits import apply_edits, check_edits, parse_edits
 from runner.errors import ConfigError
 from runner.init import DEFAULT_INIT, InitRule, apply_init, parse_rules, plan_init

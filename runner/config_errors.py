@@ -62,7 +62,7 @@ def schema_message(error: Exception, config_dir: str | Path | None = None) -> st
     if expected is None:
         return f"{origin}: {path}: {first_lines(str(getattr(cause, 'msg', cause)))}"
     got = getattr(cause, "value", None)
-    from runner.config import to_plain
+    from runner.config_values import to_plain
 
     shown = f", got {brief(to_plain(got))}" if got is not None else ""
     return f"{origin}: {path} must be {schema_paths.describe(expected)}{shown}"

@@ -53,7 +53,7 @@ def make_data(
     where: str,
 ) -> Dataset:
     """Draw the data set `data_cfg` describes on `device`; one seed gives the same bits."""
-    from runner.config import check_keys
+    from runner.config_values import check_keys
 
     check_keys(data_cfg, DATA_KEYS, where)
     kind = data_cfg.get("kind")

@@ -59,7 +59,7 @@ class InitRule(Selector):
 
 def parse_rules(init_cfg: Mapping[str, Any], where: str) -> list[InitRule]:
     """Read and check `init.rules` (a plain dict of the init group); `where` names its file."""
-    from runner.config import check_keys
+    from runner.config_values import check_keys
 
     check_keys(init_cfg, INIT_KEYS, where, allow_scalars=True)
     rules = init_cfg.get("rules") or []
@@ -124,7 +124,7 @@ def _check_scheme_arguments(scheme: str, args: Mapping[str, Any], where: str) ->
 
 
 def _import_fill(target: str, args: Mapping[str, Any], where: str) -> Callable[..., None]:
-    from runner.config import import_object
+    from runner.config_values import import_object
 
     fill = import_object(target, where)
     if not callable(fill):

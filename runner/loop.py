@@ -164,7 +164,7 @@ def step_schedule(scheduler: Any, step: int, cfg: DictConfig) -> None:
     try:
         scheduler.step()
     except Exception as error:
-        from runner.config import source
+        from runner.config_values import source
         from runner.errors import ConfigError, first_line
 
         raise ConfigError(

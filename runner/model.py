@@ -61,7 +61,7 @@ def build_architecture(
 
 class _ArchitectureBuilder:
     def __init__(self, model_cfg: Mapping[str, Any], where: str) -> None:
-        from runner.config import check_keys
+        from runner.config_values import check_keys
 
         check_keys(model_cfg, MODEL_KEYS, where, allow_scalars=True)
         self.where = where
@@ -173,7 +173,7 @@ class _ArchitectureBuilder:
 
 
 def _import_module_class(target: str, where: str) -> type[nn.Module]:
-    from runner.config import import_object
+    from runner.config_values import import_object
 
     cls = import_object(target, where)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):

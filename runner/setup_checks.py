@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from runner.config import source, to_plain
+from runner.config_values import source, to_plain
 from runner.data import Dataset
 from runner.errors import ConfigError, first_line, is_number, require_int
 from runner.faults import NONFINITE_POLICIES

@@ -21,7 +21,7 @@ from torch import nn
 
 from runner import artifacts
 from runner.builder import BuiltModel, build
-from runner.config import source, to_plain
+from runner.config_values import source, to_plain
 from runner.data import Dataset, make_data
 from runner.device import resolve_device
 from runner.errors import ConfigError, first_line
@@ -66,7 +66,7 @@ class Setup:
 def _instantiate(node: Any, where: str, *args: Any) -> Any:
     from hydra.utils import instantiate
 
-    from runner.config import import_object
+    from runner.config_values import import_object
 
     target = node.get("_target_") if hasattr(node, "get") else None
     if isinstance(target, str):

@@ -41,7 +41,7 @@ class ResolvedGroup:
 
 def parse_groups(tying_cfg: Mapping[str, Any], where: str) -> list[TyingGroup]:
     """Read and check `tying.groups` (a plain dict of the tying group); `where` names its file."""
-    from runner.config import check_keys
+    from runner.config_values import check_keys
 
     check_keys(tying_cfg, TYING_KEYS, where, allow_scalars=True)
     groups = tying_cfg.get("groups") or []

@@ -276,7 +276,7 @@ def test_batchnorm_and_dropout_models_train_deterministically(tmp_path):
 
 
 def test_true_w_and_b_make_the_chapters_data():
-    from runner.config import to_plain
+    from runner.config_values import to_plain
     from runner.data import make_data
 
     cfg = runner.compose(["data.true_w=[2,-3.4,1,0]", "data.true_b=4.2", "data.noise=0"])
