@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from runner.errors import did_you_mean, is_number, one_of
+from runner.scheme_arguments import (
+    dirac_ok,
+    gain_ok,
+    kaiming_ok,
+    non_negative,
+    numbers,
+    resolve_gain,
+    sparse_ok,
+    trunc_normal_ok,
+    uniform_ok,
+    variance_scaling_ok,
+    zeroed_uniform_ok,
+)
 
-NONLINEARITIES = (
-    "linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-    "conv_transpose2d", "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu",
-)  # fmt: skip
-FAN_MODES = ("fan_in", "fan_out", "fan_avg")
-DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 # std of N(0, 1) truncated to [-2, 2]; dividing by it keeps the requested variance.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 
@@ -59,117 +65,6 @@ def register(name: str, min_dims: int = 0, max_dims: int | None = None, check=No
     return decorate
 
 
-# -- argument checks ------------------------------------------------------------------------
-
-
-def resolve_gain(gain: Any) -> float:
-    """A gain given as a number, a nonlinearity name, or {nonlinearity: ..., param: ...}."""
-    if is_number(gain):
-        return float(gain)
-    if isinstance(gain, str):
-        name, param = gain, None
-    elif isinstance(gain, Mapping) and "nonlinearity" in gain:
-        name, param = gain["nonlinearity"], gain.get("param")
-    else:
-        raise ValueError(f"gain must be a number or a nonlinearity name, got {gain!r}")
-    if name == "identity":
-        name = "linear"
-    if name not in NONLINEARITIES:
-        raise ValueError(
-            f"gain: unknown nonlinearity '{name}'; valid: {one_of(NONLINEARITIES, limit=20)}"
-            f"{did_you_mean(name, NONLINEARITIES)}"
-        )
-    return nn.init.calculate_gain(name, param)
-
-
-def _numbers(args: dict[str, Any], *keys: str) -> str | None:
-    for key in keys:
-        if not is_number(args[key]):
-            return f"{key} must be a number, got {args[key]!r}"
-    return None
-
-
-def _non_negative(key: str):
-    def check(args: dict[str, Any], shape: torch.Size) -> str | None:
-        if not is_number(args[key]) or args[key] < 0:
-            return f"{key} must be a number >= 0, got {args[key]!r}"
-        return None
-
-    return check
-
-
-def _in(args: dict[str, Any], key: str, valid: tuple[str, ...]) -> str | None:
-    if args[key] not in valid:
-        return f"{key} must be one of {one_of(valid)}, got {args[key]!r}"
-    return None
-
-
-def _gain_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    try:
-        gain = resolve_gain(args["gain"])
-    except ValueError as error:
-        return str(error)
-    return None if gain > 0 else f"gain must be > 0, got {args['gain']!r}"
-
-
-def _uniform_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    bad = _numbers(args, "a", "b")
-    if not bad and args["a"] >= args["b"]:
-        bad = f"needs a < b, got a={args['a']}, b={args['b']}"
-    return bad
-
-
-def _trunc_normal_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    if not is_number(args["std"]) or args["std"] <= 0:
-        return f"std must be a number > 0, got {args['std']!r}"
-    return _uniform_ok(args, shape) or _numbers(args, "mean")
-
-
-def _kaiming_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    problem = _numbers(args, "a") or _in(args, "mode", FAN_MODES[:2])
-    if problem:
-        return problem
-    try:  # the names calculate_gain itself accepts ("identity" is ours, for gain: only)
-        nn.init.calculate_gain(args["nonlinearity"], args["a"])
-    except ValueError:
-        valid = [n for n in NONLINEARITIES if n != "identity"]
-        return (
-            f"nonlinearity must be one of {one_of(valid, limit=20)}, got {args['nonlinearity']!r}"
-        )
-    return None
-
-
-def _sparse_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    if not is_number(args["sparsity"]) or not 0 <= args["sparsity"] <= 1:
-        return f"sparsity must be in [0, 1], got {args['sparsity']!r}"
-    return _non_negative("std")(args, shape)
-
-
-def _dirac_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    groups = args["groups"]
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        return f"groups must be a positive integer, got {groups!r}"
-    if shape[0] % groups:
-        return f"groups={groups} does not divide the {shape[0]} output channels"
-    return None
-
-
-def _variance_scaling_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    if not is_number(args["scale"]) or args["scale"] <= 0:
-        return f"scale must be > 0, got {args['scale']!r}"
-    return _in(args, "mode", FAN_MODES) or _in(args, "distribution", DISTRIBUTIONS)
-
-
-def _zeroed_uniform_ok(args: dict[str, Any], shape: torch.Size) -> str | None:
-    bad = _numbers(args, "bound", "threshold")
-    if bad:
-        return bad
-    if not 0 <= args["threshold"] <= args["bound"]:
-        got = f"threshold={args['threshold']}, bound={args['bound']}"
-        return f"needs 0 <= threshold <= bound, got {got}"
-    return None
-
-
 # -- fan computation ------------------------------------------------------------------------
 
 
@@ -188,21 +83,21 @@ def fan(tensor: torch.Tensor, mode: str) -> float:
 # -- the schemes ----------------------------------------------------------------------------
 
 
-@register("uniform", check=_uniform_ok)
+@register("uniform", check=uniform_ok)
 def uniform(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0) -> None:
     """w ~ U(a, b)."""
     nn.init.uniform_(tensor, a, b)
 
 
 @register(
-    "normal", check=lambda args, shape: _numbers(args, "mean") or _non_negative("std")(args, shape)
+    "normal", check=lambda args, shape: numbers(args, "mean") or non_negative("std")(args, shape)
 )
 def normal(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> None:
     """w ~ N(mean, std²)."""
     nn.init.normal_(tensor, mean, std)
 
 
-@register("trunc_normal", check=_trunc_normal_ok)
+@register("trunc_normal", check=trunc_normal_ok)
 def trunc_normal(
     tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0
 ) -> None:
@@ -210,7 +105,7 @@ def trunc_normal(
     nn.init.trunc_normal_(tensor, mean, std, a, b)
 
 
-@register("constant", check=lambda args, shape: _numbers(args, "val"))
+@register("constant", check=lambda args, shape: numbers(args, "val"))
 def constant(tensor: torch.Tensor, val: float) -> None:
     """w = val everywhere."""
     nn.init.constant_(tensor, val)
@@ -234,25 +129,25 @@ def eye(tensor: torch.Tensor) -> None:
     nn.init.eye_(tensor)
 
 
-@register("dirac", min_dims=3, max_dims=5, check=_dirac_ok)
+@register("dirac", min_dims=3, max_dims=5, check=dirac_ok)
 def dirac(tensor: torch.Tensor, groups: int = 1) -> None:
     """A conv kernel that passes each input channel through unchanged (per group)."""
     nn.init.dirac_(tensor, groups)
 
 
-@register("xavier_uniform", min_dims=2, check=_gain_ok)
+@register("xavier_uniform", min_dims=2, check=gain_ok)
 def xavier_uniform(tensor: torch.Tensor, gain: Any = 1.0) -> None:
     """w ~ U(-bound, bound), bound = gain·√(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     nn.init.xavier_uniform_(tensor, resolve_gain(gain))
 
 
-@register("xavier_normal", min_dims=2, check=_gain_ok)
+@register("xavier_normal", min_dims=2, check=gain_ok)
 def xavier_normal(tensor: torch.Tensor, gain: Any = 1.0) -> None:
     """w ~ N(0, std²), std = gain·√(2 / (fan_in + fan_out))."""
     nn.init.xavier_normal_(tensor, resolve_gain(gain))
 
 
-@register("kaiming_uniform", min_dims=2, check=_kaiming_ok)
+@register("kaiming_uniform", min_dims=2, check=kaiming_ok)
 def kaiming_uniform(
     tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
 ) -> None:
@@ -263,7 +158,7 @@ def kaiming_uniform(
     nn.init.kaiming_uniform_(tensor, a, mode, nonlinearity)
 
 
-@register("kaiming_normal", min_dims=2, check=_kaiming_ok)
+@register("kaiming_normal", min_dims=2, check=kaiming_ok)
 def kaiming_normal(
     tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
 ) -> None:
@@ -271,19 +166,19 @@ def kaiming_normal(
     nn.init.kaiming_normal_(tensor, a, mode, nonlinearity)
 
 
-@register("orthogonal", min_dims=2, check=_gain_ok)
+@register("orthogonal", min_dims=2, check=gain_ok)
 def orthogonal(tensor: torch.Tensor, gain: Any = 1.0) -> None:
     """w = gain·Q, Q with orthonormal rows or columns (W·Wᵀ = gain²·I when rows <= columns)."""
     nn.init.orthogonal_(tensor, resolve_gain(gain))
 
 
-@register("sparse", min_dims=2, max_dims=2, check=_sparse_ok)
+@register("sparse", min_dims=2, max_dims=2, check=sparse_ok)
 def sparse(tensor: torch.Tensor, sparsity: float, std: float = 0.01) -> None:
     """In each column, ceil(sparsity·rows) entries are 0, the rest ~ N(0, std²) (Martens, 2010)."""
     nn.init.sparse_(tensor, sparsity, std)
 
 
-@register("variance_scaling", min_dims=2, check=_variance_scaling_ok)
+@register("variance_scaling", min_dims=2, check=variance_scaling_ok)
 def variance_scaling(
     tensor: torch.Tensor,
     scale: float = 1.0,
@@ -316,7 +211,7 @@ def lecun_uniform(tensor: torch.Tensor) -> None:
     variance_scaling(tensor, 1.0, "fan_in", "uniform")
 
 
-@register("zeroed_uniform", check=_zeroed_uniform_ok)
+@register("zeroed_uniform", check=zeroed_uniform_ok)
 def zeroed_uniform(tensor: torch.Tensor, bound: float = 10.0, threshold: float = 5.0) -> None:
     """The chapter's custom init: w ~ U(-bound, bound), then w = 0 where |w| < threshold."""
     with torch.no_grad():
