@@ -26,7 +26,6 @@ examples:
   python -m runner.compare multirun/2026-11-22/10-00-00            # every job of a sweep
   python -m runner.compare outputs/a outputs/b --out /tmp/plots --threshold 0.01
 """
-PLOTS = ("loss.png", "grad_norm_by_layer.png", "activation_std_by_layer.png")
 
 
 @dataclass
@@ -47,10 +46,11 @@ class Run:
     def layers(self, prefix: str) -> list[str]:
         """The names under `prefix/`, in layer order ("2" before "10")."""
         names = [t.split("/", 1)[1] for t in self.series if t.startswith(prefix + "/")]
-        return sorted(names, key=_natural)
+        return sorted(names, key=natural_order)
 
 
-def _natural(name: str) -> list:
+def natural_order(name: str) -> list:
+    """Sort key of a layer or parameter name: "2" before "10", "0.1.weight" before "0.10"."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
@@ -135,7 +135,7 @@ def layer_table(runs: list[Run], steps: Sequence[int] | None = None) -> str:
     (the last logged step at or before it; default: each run's last logged step)."""
     from tabulate import tabulate
 
-    names = sorted({n for run in runs for n in run.layers("grads_norm")}, key=_natural)
+    names = sorted({n for run in runs for n in run.layers("grads_norm")}, key=natural_order)
     headers, columns = ["parameter"], []
     if not names:
         return "(no per-layer scalars: the runs were made with log.every=0)"
@@ -154,98 +154,6 @@ def layer_table(runs: list[Run], steps: Sequence[int] | None = None) -> str:
             row += [run.at(f"grads_norm/{name}", step), run.at(f"weights_std/{name}", step)]
         rows.append(row)
     return tabulate(rows, headers, floatfmt=".3g", disable_numparse=[0], missingval="-")
-
-
-def plot(runs: list[Run], out: Path) -> list[Path]:
-    """Write the three PNGs into `out`; return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for run in runs:
-        for axis, tag in zip(axes, ("loss/train", "loss/val"), strict=True):
-            points = run.series.get(tag, [])
-            if points:
-                axis.plot(*zip(*points, strict=True), label=run.label, linewidth=1)
-    for axis, title in zip(axes, ("train loss", "validation loss"), strict=True):
-        axis.set(title=title, xlabel="step")
-        _log_scale_if_positive(axis)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7)
-    written.append(_save(figure, out / PLOTS[0]))
-
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    _layer_lines(axis, runs, "grads_norm", group="tying", at="mean")
-    axis.set(title="gradient norm per parameter (mean over logged steps), by tying",
-             ylabel="‖grad‖")  # fmt: skip
-    _log_scale_if_positive(axis)
-    written.append(_save(figure, out / PLOTS[1]))
-
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    _layer_lines(axis, runs, "activations_std", group="init", at="first", style="--", legend=False)
-    _layer_lines(axis, runs, "activations_std", group="init", at="last", style="-")
-    axis.set(title="activation std per layer: at init (dashed) and at the end (solid), by init",
-             ylabel="std of the layer's output")  # fmt: skip
-    _log_scale_if_positive(axis)
-    written.append(_save(figure, out / PLOTS[2]))
-    return written
-
-
-def _layer_lines(axis, runs: list[Run], prefix: str, group: str, at: str, style: str = "-",
-                 legend: bool = True) -> None:  # fmt: skip
-    """One line per value of `group` (e.g. each init scheme): the mean over its runs, per layer.
-    Values that are not finite (a diverged run) are left out of the mean."""
-    import math
-
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.choices.get(group, run.label), []).append(run)
-    names = sorted({n for run in runs for n in run.layers(prefix)}, key=_natural)
-    for index, (label, members) in enumerate(sorted(groups.items())):
-        means = []
-        for name in names:
-            values = [_pick(run.series.get(f"{prefix}/{name}", []), at) for run in members]
-            values = [v for v in values if v is not None and math.isfinite(v)]
-            means.append(sum(values) / len(values) if values else float("nan"))
-        axis.plot(range(len(names)), means, style, marker="o", markersize=3, color=f"C{index}",
-                  label=f"{group}={label}" if legend else None)  # fmt: skip
-    axis.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
-    axis.set_xlabel("layer" if prefix.startswith("activations") else "parameter")
-    if legend:
-        axis.legend(fontsize=7)
-
-
-def _log_scale_if_positive(axis) -> None:
-    """Log scale (values span decades) unless no line has a positive value to show."""
-    import math
-
-    values = [y for line in axis.get_lines() for y in line.get_ydata()]
-    if any(isinstance(y, float) and math.isfinite(y) and y > 0 for y in map(float, values)):
-        axis.set_yscale("log", nonpositive="mask")
-
-
-def _pick(points: list[tuple[int, float]], at: str) -> float | None:
-    if not points:
-        return None
-    if at == "first":
-        return points[0][1]
-    if at == "last":
-        return points[-1][1]
-    return sum(v for _, v in points) / len(points)
-
-
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return path
 
 
 def _finite(text: str) -> float:
@@ -309,6 +217,8 @@ def _compare(args: argparse.Namespace) -> None:
     print()
     print(layer_table(runs, args.steps))
     out = args.out or args.dirs[0] / "compare"
+    from runner.compare_plots import plot
+
     for path in plot(runs, out):
         print(f"wrote {path}")
 
