@@ -10,32 +10,13 @@ with a checkpoint to resume from; the exit code is the shell's: 130 and 143.
 
 from __future__ import annotations
 
-import signal
 import sys
 
-_pressed_while_starting = False  # Ctrl-C came while the imports ran (`_defer_ctrl_c`)
-
-
-def _defer_ctrl_c(signum: int, frame: object) -> None:
-    """Ctrl-C while the imports run only takes note: a KeyboardInterrupt raised inside a
-    module's import (numpy's, within torch's) can be swallowed there, or leave the module
-    half made for the next import to fail on. `_ctrl_c_from_now` acts on it."""
-    global _pressed_while_starting
-    _pressed_while_starting = True
-
-
-def _ctrl_c_from_now() -> None:
-    """Ctrl-C raises KeyboardInterrupt again; one pressed while starting is raised now."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if _pressed_while_starting:
-        raise KeyboardInterrupt
-
+from runner import start_up
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, _defer_ctrl_c)  # until the imports are done
+    start_up.defer_ctrl_c()  # until the imports are done (runner/start_up.py)
 
-
-from runner import start_up  # noqa: E402
 from runner.launchers import (  # noqa: E402
     start_joblib_workers,
     start_joblib_workers_from_argv,
@@ -57,7 +38,6 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from runner import help as _help  # noqa: E402, F401 (registers ${runner_help:}, hydra.help's template)
-from runner import provenance  # noqa: E402
 from runner.command_line import check_command_line  # noqa: E402
 from runner.config import CONF_DIR, attach_choices, check_config  # noqa: E402
 from runner.errors import TrainingDiverged, exit_on_user_error, first_line  # noqa: E402
@@ -111,15 +91,15 @@ def _sweep_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path, facts: dict, hyd
     """One job of a multirun: any failure is recorded, not raised, so the sweep goes on."""
     from runner.faults import Terminated
     from runner.launchers import give_the_job_pythons_ctrl_c
-    from runner.sweep import mark_started, record_job, sharing_job, was_interrupted
+    from runner.sweep import claim_folder, mark_started, record_job, was_interrupted
 
     give_the_job_pythons_ctrl_c()
     mark_started(sweep_dir, hydra_cfg.job.num, run_dir)  # a dead worker's job is found by it
-    other = sharing_job(sweep_dir, hydra_cfg.job.num, run_dir)
+    other = claim_folder(run_dir, hydra_cfg.job.num)
     if other is not None:  # its results (and job.json) would replace the other job's
-        log.error("job %d not run: its folder %s is job %d's too; give hydra.sweep.subdir a "
+        log.error("job %d not run: its folder %s is job %s's too; give hydra.sweep.subdir a "
                   "name that differs per job, e.g. '${hydra.job.num}'", hydra_cfg.job.num,
-                  run_dir, other)  # fmt: skip
+                  run_dir, other if other >= 0 else "another")  # fmt: skip
         return
     if was_interrupted(sweep_dir):  # Ctrl-C stopped the parallel sweep before this job began
         record_job(run_dir, sweep_dir, facts["overrides"], "interrupted",
@@ -213,10 +193,10 @@ if __name__ == "__main__":
         if trains_here:  # before Hydra composes the job, so no job's objects are frozen
             start_up.import_training_modules()
         start_up.resume()
-        _ctrl_c_from_now()
+        start_up.ctrl_c_from_now()
         if output_dir is not None:  # a time-stamped folder: made now, Hydra pinned to it
-            provenance.typed_arguments = sys.argv[1:]
-            sys.argv[1:] = pinned(sys.argv[1:], claim_time_stamped(*output_dir))
+            pin = exit_on_user_error(claim_time_stamped)(*output_dir)
+            sys.argv[1:] = pinned(sys.argv[1:], pin)
         main()
     except (KeyboardInterrupt, SystemExit) as stop:
         # A job (a run's, or a sequential sweep's) prints its own line for Ctrl-C and exits

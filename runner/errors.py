@@ -14,7 +14,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -92,36 +92,43 @@ def exit_on_user_error(main: F) -> F:
 
 def exit_on_ctrl_c(main: F) -> F:
     """Wrap a companion command's main (inspect, compare, reproduce, bench) so Ctrl-C ends
-    it at once with one line and the shell's code for SIGINT, 130, not a traceback. (A
-    training run handles Ctrl-C itself: it checkpoints the step first.)
+    it with one line and the shell's code for SIGINT, 130, not a traceback. (A training
+    run handles Ctrl-C itself: it checkpoints the step first.) A process that started with
+    SIGINT ignored (a script's background job) keeps ignoring it.
 
-    The process ends from the signal handler, since a KeyboardInterrupt raised inside a
-    module's import (numpy's, within torch's) can be swallowed there, or leave the module
-    half made for the next import to fail on with a RecursionError. These commands keep
-    nothing that needs closing: a table printed is flushed, a run that reproduce started
-    gets the Ctrl-C too and saves its own checkpoint."""
+    Inside a module's import the process ends at once, from the signal handler: a
+    KeyboardInterrupt raised there can be swallowed (numpy's import, within torch's), or
+    leave the module half made for the next import to fail on with a RecursionError."""
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
         import signal
         import threading
 
-        if full_error_requested() or threading.current_thread() is not threading.main_thread():
+        if (full_error_requested() or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # fmt: skip
             return main(*args, **kwargs)
-        previous = signal.signal(signal.SIGINT, _end_interrupted)
+        previous = signal.signal(signal.SIGINT, _interrupt)
         try:
             return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
         finally:
             signal.signal(signal.SIGINT, previous)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _end_interrupted(signum: int, frame: object) -> None:
-    """Say "interrupted" and end the process with 130 (no buffered writes: a handler may
-    run in the middle of one)."""
-    os.write(2, b"interrupted\n")
-    os._exit(130)
+def _interrupt(signum: int, frame: Any) -> None:
+    """KeyboardInterrupt, or, inside an import, "interrupted" and exit 130 at once (no
+    buffered writes: the handler may run in the middle of one)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            os.write(2, b"interrupted\n")
+            os._exit(130)
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 def first_line(error: BaseException) -> str:

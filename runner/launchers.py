@@ -81,12 +81,24 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     from multiprocessing import forkserver
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
-    forkserver.ensure_running()  # before importing joblib (0.17 s): the server's imports lead
+    # Started with SIGINT blocked (a child inherits the mask), so a Ctrl-C while it starts
+    # Python waits until runner.worker_server's handler is there; here it reaches the
+    # handler once the server is started. (The resource tracker first: starting it
+    # unblocks SIGINT here.)
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()  # before importing joblib (0.17 s): its imports lead
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     from joblib.externals.loky.backend.context import set_start_method
 
     set_start_method("forkserver", force=True)
     survive_worker_deaths()  # a dead worker (killed for memory) fails its job, not the sweep
-    signal.signal(signal.SIGINT, _wait_for_the_jobs)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (a script's background job)
+        signal.signal(signal.SIGINT, _wait_for_the_jobs)
     atexit.register(_stop_server)
     _started = True
     return True
@@ -122,7 +134,12 @@ def _wait_for_the_jobs(signum: int, frame: object) -> None:
     still to start see the sweep marked interrupted and record that without training.
     So the sweep ends as usual, with its summary, and exits 130. Raising here would make
     joblib kill the workers on the way; a second Ctrl-C does. Before loky has made its
-    workers (Hydra still composing) it stops at once, as in a run."""
+    workers (Hydra still composing) it stops at once, as in a run; while the imports run,
+    once they are done (runner/start_up.py)."""
+    from runner import start_up
+
+    if start_up.note_ctrl_c_while_starting():
+        return
     from joblib.externals.loky import reusable_executor
 
     from runner import sweep

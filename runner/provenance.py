@@ -18,8 +18,6 @@ from typing import Any
 
 RUN_FILE = "run.json"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# The arguments as typed, where `python -m runner` added to sys.argv (a pinned run dir).
-typed_arguments: list[str] | None = None
 
 
 def versions() -> dict[str, str | None]:
@@ -50,10 +48,11 @@ def git_state(folder: Path = PROJECT_DIR) -> dict[str, Any]:
 
 
 def command_line() -> list[str]:
-    """The command as typed: `python -m runner ...` (sys.argv[0] is the package's __main__.py)."""
+    """The command that ran: `python -m runner ...` (sys.argv[0] is the package's
+    __main__.py), with the time-stamped folder made for it where it had one
+    (runner/run_dirs.py)."""
     if sys.argv and sys.argv[0].endswith(("runner/__main__.py", "runner\\__main__.py")):
-        typed = sys.argv[1:] if typed_arguments is None else typed_arguments
-        return [sys.executable, "-m", "runner", *typed]
+        return [sys.executable, "-m", "runner", *sys.argv[1:]]
     return [sys.executable, *sys.argv]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import exit_on_ctrl_c
+from runner.run_dirs import check_output_dir, hydra_quoted
 
 # Metrics that must match bit for bit; wall time and speed never do.
 COMPARED_METRICS = ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss",
@@ -55,11 +57,6 @@ def weights_digest(model_file: Path) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def hydra_quoted(value: str) -> str:
-    """`value` as a quoted Hydra override value: sweep job dirs hold "=" and ","."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def default_out(run_dir: Path) -> Path:
@@ -184,7 +181,10 @@ def _composed_targets(record: dict[str, Any]) -> list[str]:
 
 
 def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
-    """Run the recorded command's overrides again, with the run dir moved to `out`."""
+    """Run the recorded command's overrides again, with the run dir moved to `out`. Ctrl-C
+    (or SIGTERM) is passed on to that run once: it ends its step and saves a checkpoint,
+    and this process prints its line ("interrupted; continue with train.resume=...") and
+    exits with its code, 130 (143)."""
     record = run_record(run_dir)
     command = [sys.executable, "-m", "runner", *record.get("overrides", []),
                f"hydra.run.dir={hydra_quoted(str(out))}"]  # fmt: skip
@@ -193,7 +193,25 @@ def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
     if record.get("config_name") not in (None, "config"):
         command += ["--config-name", record["config_name"]]
     cwd = record.get("cwd") if Path(record.get("cwd", "")).is_dir() else None
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    # Its own session: Ctrl-C in the terminal reaches this process alone, which passes it on
+    # once (the run ends its step and saves a checkpoint), as it passes on SIGTERM.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=cwd, start_new_session=True)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
+    try:
+        try:
+            stdout, stderr = process.communicate()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate()  # a second Ctrl-C: killed (below)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.kill()
+    if process.returncode in (130, 143):  # interrupted: its line says how to go on
+        print((stderr.strip().splitlines() or ["interrupted"])[-1], file=sys.stderr)
+        sys.exit(process.returncode)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def differences(original: Path, again: Path) -> tuple[list[str], list[str]]:
@@ -286,8 +304,6 @@ def _reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: is a file; give an empty or new folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already holds files; give an empty or new folder")
-    from runner.run_dirs import check_output_dir
-
     check_output_dir(out, "--out")
     print(f"reproducing {run_dir}\n        into {out}")
     result = rerun(run_dir, out)

@@ -9,7 +9,6 @@ commands started in the same second get two folders.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -114,9 +113,13 @@ def check_job_dirs(sweep_dir: str | None, subdir: tuple[str, str] | None, severa
         )
 
 
-# A folder name the override grammar takes unquoted (a claimed folder is pinned by one).
-_PLAIN_PATH = re.compile(r"[\w./:+@~-]+")
 MAX_SUFFIX = 99  # folder_1 ... folder_99 are tried after folder
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as a quoted Hydra override value (a folder may hold "=", ",", spaces or
+    letters the unquoted grammar refuses)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def planned_dir(cfg: DictConfig, mode: str) -> tuple[str | None, str | None]:
@@ -130,18 +133,20 @@ def planned_dir(cfg: DictConfig, mode: str) -> tuple[str | None, str | None]:
 
 
 def time_stamped(folder: str | None, raw: str | None) -> bool:
-    """Whether the folder (`planned_dir`) is named by the time, in a name that the override
-    grammar takes as it is: `claim_time_stamped` gives such a command a new folder."""
+    """Whether the folder (`planned_dir`) is named by the time: `claim_time_stamped` gives
+    such a command a folder of its own. (Not one holding a "$": quoted, Hydra would read
+    "${" as an interpolation.)"""
     return (folder is not None and raw is not None and "${now:" in raw.replace(" ", "")
-            and _PLAIN_PATH.fullmatch(folder) is not None)  # fmt: skip
+            and "$" not in folder)  # fmt: skip
 
 
 def claim_time_stamped(folder: str | None, raw: str | None, mode: str) -> str | None:
     """For a run or sweep dir named by the time (`${now:...}`, as the default
-    outputs/DATE/TIME is; `planned_dir`): make the folder now, or, if another command made
-    it first (one started in the same second), `<folder>_1`, `_2`, ...; return the override
-    that pins Hydra to it (`hydra.run.dir=...`; `mode` is "run" or "sweep"). None when the
-    name does not depend on the time or cannot be pinned.
+    outputs/DATE/TIME is; `planned_dir`): make the folder now, or, if it exists (another
+    command made it in the same second, or a finished run holds it), `<folder>_1`, `_2`,
+    ... up to MAX_SUFFIX; return the override that pins Hydra to it (`hydra.run.dir=...`;
+    `mode` is "run" or "sweep"). None when the name does not depend on the time; a
+    ConfigError when every suffix is taken.
 
     Hydra resolves `${now:}` again when it composes: without the pin, a command started at
     the end of a second would be checked against one folder and write into the next."""
@@ -149,15 +154,19 @@ def claim_time_stamped(folder: str | None, raw: str | None, mode: str) -> str | 
 
     if not time_stamped(folder, raw):
         return None
-    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    base = str(Path(folder))  # "out/2026/" -> "out/2026": a suffix names a sibling
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
     for suffix in range(MAX_SUFFIX + 1):
-        candidate = f"{folder}_{suffix}" if suffix else folder
+        candidate = f"{base}_{suffix}" if suffix else base
         try:
             os.mkdir(candidate)
         except FileExistsError:
             continue
-        return f"hydra.{mode}.dir={candidate}"
-    return None  # a hundred commands in one second: left to the finished-run check
+        return f"hydra.{mode}.dir={hydra_quoted(candidate)}"
+    raise ConfigError(
+        f"hydra.{mode}.dir={folder}: it and {base}_1 ... {base}_{MAX_SUFFIX} exist already; "
+        f"give hydra.{mode}.dir a new folder"
+    )
 
 
 def pinned(argv: list[str], override: str | None) -> list[str]:

@@ -49,7 +49,7 @@ def record_job(
     metrics = metrics or {}
     row = {
         "sweep": _sweep_id(sweep_dir),
-        "job": job_dir.name,
+        "job": _job_name(job_dir, sweep_dir),
         "status": status,
         **{key: metrics.get(key) for key in COLUMNS[2:6]},
         "overrides": " ".join(overrides),
@@ -58,6 +58,14 @@ def record_job(
     text = json.dumps(json_safe(row), indent=2)
     write_atomic(job_dir / JOB_FILE, lambda f: f.write(text), binary=False)
     write_summary(sweep_dir)
+
+
+def _job_name(job_dir: Path, sweep_dir: Path) -> str:
+    """The job's folder relative to the sweep dir ("a/b" where hydra.sweep.subdir nests)."""
+    try:
+        return job_dir.resolve().relative_to(sweep_dir.resolve()).as_posix()
+    except ValueError:  # a subdir that leaves the sweep dir
+        return job_dir.name
 
 
 def _sweep_id(sweep_dir: Path) -> str | None:
@@ -71,7 +79,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """The job.json rows of every job of the current sweep that has ended, by job name
     (jobs an earlier sweep left in the same folder are not this sweep's)."""
     current, rows = _sweep_id(sweep_dir), []
-    for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
+    for path in sorted(sweep_dir.rglob(JOB_FILE)):  # (a hydra.sweep.subdir may nest: a/b)
         try:
             row = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -117,6 +125,7 @@ def _summary_lock(sweep_dir: Path) -> Iterator[None]:
         yield
 
 
+CLAIM_FILE = ".job"  # in a job's folder: the number of the job that writes there
 STARTED_PREFIX = ".started-"  # + a job's number: a file in the sweep dir, its job dir
 
 
@@ -139,21 +148,40 @@ def started_dir(sweep_dir: Path, num: int) -> Path | None:
     return Path(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def sharing_job(sweep_dir: Path, num: int, job_dir: Path) -> int | None:
-    """Another job of this sweep that noted `job_dir` as its folder too (a
-    hydra.sweep.subdir that names two jobs alike), or None."""
-    mine = str(job_dir.resolve())
+def claim_folder(job_dir: Path, num: int) -> int | None:
+    """Make job `num` the one job that writes into `job_dir`: None if it is (now, or
+    already: a job run again after its worker died), else the number of the job that
+    claimed it first (a hydra.sweep.subdir that names two jobs alike; -1 if unreadable).
+    The claim is a file made whole, by a hard link that fails if the name exists: of two
+    jobs starting at once, one wins."""
+    import os
+    import tempfile
+
+    claim = job_dir / CLAIM_FILE
+    handle, temporary = tempfile.mkstemp(dir=job_dir, prefix=f"{CLAIM_FILE}.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(str(num))
+        os.link(temporary, claim)
+        return None
+    except FileExistsError:
+        try:
+            owner = int(claim.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return -1
+        return None if owner == num else owner
+    finally:
+        os.unlink(temporary)
+
+
+def shared_folders(sweep_dir: Path) -> int:
+    """How many jobs of the current sweep began in a folder that an earlier one had noted
+    (`sharing_job`: they did not run)."""
+    folders = []
     for marker in sweep_dir.glob(f"{STARTED_PREFIX}*"):
-        other = marker.name[len(STARTED_PREFIX) :]
         with contextlib.suppress(OSError):
-            if other != str(num) and marker.read_text(encoding="utf-8") == mine:
-                return int(other)
-    return None
-
-
-def begun_jobs(sweep_dir: Path) -> int:
-    """How many jobs of the current sweep began (noted by `mark_started`)."""
-    return sum(1 for _ in sweep_dir.glob(f"{STARTED_PREFIX}*"))
+            folders.append(marker.read_text(encoding="utf-8"))
+    return len(folders) - len(set(folders))
 
 
 def mark_interrupted(sweep_dir: Path) -> None:
@@ -206,8 +234,8 @@ class SweepSummary(Callback):
         print(f"tensorboard --logdir {sweep_dir}")
         if was_interrupted(sweep_dir):
             sys.exit(130)  # runner/__main__.py prints the line
-        unrecorded = begun_jobs(sweep_dir) - len(rows)
-        if unrecorded > 0:  # jobs that shared a folder: one job.json for them all
+        unrecorded = shared_folders(sweep_dir)
+        if unrecorded > 0:  # jobs that found their folder taken: one job.json for them all
             print(f"{unrecorded} of {len(rows) + unrecorded} jobs left no record: they shared "
                   "a job folder (see the errors above)", file=sys.stderr)  # fmt: skip
             sys.exit(1)

@@ -6,9 +6,12 @@ log to the sweep's stdout.
 
 A Ctrl-C reaches the whole process group, the server too, which spends its first
 seconds importing torch and the runner: Python would end it with the interrupted
-import's traceback. With this handler the server ends quietly. Its workers, forked
-later, inherit the handler, and there it raises KeyboardInterrupt as Python's own does,
-so a job checkpoints and records the interrupt.
+import's traceback. The server starts with SIGINT blocked (runner/launchers.py); this
+module's handler ignores it there, and unblocks it. The sweep decides: it goes on (the
+jobs still to start record the interrupt, so they need the server to fork their
+workers) or ends, and the server then ends with it (SIGTERM at exit, or its parent
+gone). Its workers, forked later, inherit the handler, and there it raises
+KeyboardInterrupt as Python's own does, so a job checkpoints and records the interrupt.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ _SERVER = os.getpid()
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    if os.getpid() == _SERVER:
-        os._exit(128 + signum)  # nothing of the server's to save or report
-    raise KeyboardInterrupt
+    if os.getpid() != _SERVER:  # a worker: its job stops after its step
+        raise KeyboardInterrupt
 
 
 signal.signal(signal.SIGINT, _interrupt)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 survive_closed_readers()  # `python -m runner -m ... | head`: the workers' jobs go on
 start_up.pause()  # until runner.worker_preloaded, the last of the server's imports
 # The forkserver skips a preload that fails to import: should the last one fail, each

@@ -115,19 +115,28 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
 
 TRAIN = ("runner", "train.steps=100000", "train.progress=off")
 SWEEP = ("runner", "-m", "seed=0,1", "train.steps=100000", "train.progress=off")
-STARTING = [  # (command, seconds after its start to press Ctrl-C)
-    (TRAIN, 0.3), (SWEEP, 0.05), (SWEEP, 0.3), (SWEEP, 0.6), (("runner.inspect",), 0.3), (("runner.inspect",), 0.6),
-    (("runner.bench", "--only", "throughput"), 0.3), (("runner.bench", "--only", "throughput"), 2.0),
-]  # fmt: skip
+JOBLIB = (*SWEEP, "hydra/launcher=joblib")
+STARTING = {  # a name: (command, seconds after its start to press Ctrl-C)
+    "run-0.3": (TRAIN, 0.3),
+    "sweep-0.15": (SWEEP, 0.15),
+    "sweep-0.3": (SWEEP, 0.3),
+    "sweep-0.6": (SWEEP, 0.6),
+    "joblib-0.15": (JOBLIB, 0.15),
+    "joblib-0.4": (JOBLIB, 0.4),
+    "inspect-0.3": (("runner.inspect",), 0.3),
+    "inspect-0.6": (("runner.inspect",), 0.6),
+    "bench-0.3": (("runner.bench", "--only", "throughput"), 0.3),
+    "bench-2.0": (("runner.bench", "--only", "throughput"), 2.0),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("argv", "delay"), STARTING, ids=[f"{a[0]}{'-m' if '-m' in a else ''}-"
-                                                           f"{d}" for a, d in STARTING])  # fmt: skip
+@pytest.mark.parametrize(("argv", "delay"), STARTING.values(), ids=STARTING.keys())
 def test_ctrl_c_while_a_command_starts_prints_one_line_and_exits_130(tmp_path, argv, delay):
     """Ctrl-C during the imports and the config check: one line, exit 130, and no folder
     made. (Raised inside numpy's import within torch's, a KeyboardInterrupt was swallowed
-    and the whole sweep ran, or the next import failed with a traceback.)"""
+    and the whole sweep ran, or the next import failed with a traceback.) Not earlier than
+    0.1 s: before runner's first line runs, Python's own start-up prints a traceback."""
     command = subprocess.Popen(
         [sys.executable, "-m", *argv], cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -140,11 +149,33 @@ def test_ctrl_c_while_a_command_starts_prints_one_line_and_exits_130(tmp_path, a
         if command.poll() is None:
             os.killpg(command.pid, signal.SIGKILL)
     assert command.returncode == 130, stdout + stderr
-    assert "Traceback" not in stdout + stderr
+    assert "Traceback" not in stdout + stderr and "Fatal Python error" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted"), stderr
     if last in ("interrupted", "interrupted; the sweep stopped before any job started"):
         assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.slow
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
+    """A script's background job (`python -m runner ... &`) starts with SIGINT ignored: the
+    script's Ctrl-C is not for it, before or after the imports."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", "runner", "train.steps=3000", "train.progress=off",
+         "hydra.run.dir=run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        for delay in (0.3, 1.5):
+            time.sleep(delay)
+            os.killpg(command.pid, signal.SIGINT)
+        stdout, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 0, stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 3000
 
 
 def _processes_with(marker: str) -> list[int]:

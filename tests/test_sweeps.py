@@ -367,3 +367,50 @@ def test_jobs_whose_subdir_names_them_alike_do_not_write_over_each_other(tmp_pat
         assert record["choices"]["init"] == "default"
         assert "init=default" in json.loads((folder / job / "job.json").read_text())["overrides"]
     assert "Traceback" not in shown
+
+
+@pytest.mark.slow
+def test_jobs_in_nested_folders_are_summarised_by_their_path(tmp_path):
+    result, folder = sweep(tmp_path, "nested", "seed=0,1", "hydra.sweep.subdir=s${seed}/run")
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(folder)
+    assert sorted(r["job"] for r in rows) == ["s0/run", "s1/run"]
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_reproduce_stops_the_new_run_with_a_checkpoint(tmp_path):
+    """reproduce runs the new run in a session of its own and passes Ctrl-C on to it once:
+    it saves its step, and reproduce prints how to go on and exits 130 (no run left over)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    steps = ["train.steps=20000", "train.checkpoint_every=100", "log.every=0",
+             "log.hist_every=0", "train.val_every=0", "train.progress=off"]  # fmt: skip
+    original = run_cli("runner", *steps, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert original.returncode == 0, original.stderr
+    again = tmp_path / "again"
+    command = subprocess.Popen(
+        [sys.executable, "-m", "runner.reproduce", str(tmp_path / "run"), "--out", str(again)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (again / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(command.pid, signal.SIGINT)  # to reproduce alone, as `kill -INT` does
+        _, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted; continue with train.resume={again / 'checkpoint.pt'}"
+    )
+    assert "Traceback" not in stderr and not (again / "model.pt").exists()
+    assert 0 < torch.load(again / "checkpoint.pt", weights_only=True)["step"] < 20000
