@@ -67,11 +67,11 @@ def find_runs(folders: Sequence[Path]) -> list[Run]:
         if not folder.is_dir():
             what = "is a file, not a run dir or sweep dir" if folder.is_file() else "no such folder"
             raise ConfigError(f"{folder}: {what}")
-        if (folder / "tb").is_dir():
-            candidates = [folder]
-        else:
-            candidates = sorted(p for p in folder.iterdir() if (p / "tb").is_dir())
-        found = [run for run in (_load(path, path.name) for path in candidates) if run.series]
+        candidates = _run_dirs(folder)
+        labels = [path.relative_to(folder).as_posix() if path != folder else path.name
+                  for path in candidates]  # fmt: skip
+        loaded = (_load(path, label) for path, label in zip(candidates, labels, strict=True))
+        found = [run for run in loaded if run.series]
         if not found:
             files = [f for run in candidates for f in (run / "tb").rglob("*") if f.is_file()]
             why = ("its event files hold no scalars (empty, cut short or damaged)" if files
@@ -84,6 +84,17 @@ def find_runs(folders: Sequence[Path]) -> list[Run]:
         if labels.count(run.label) > 1:
             run.label = f"{run.path.parent.name}/{run.label}"
     return runs
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    """`folder` if it holds tb/ (a run), else the run dirs below it, at any depth (a sweep's
+    jobs; `hydra.sweep.subdir=s${seed}/run` nests them), in name order."""
+    if (folder / "tb").is_dir():
+        return [folder]
+    found = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += _run_dirs(child)
+    return found
 
 
 def _shorten_labels(runs: list[Run]) -> None:

@@ -88,11 +88,11 @@ def start_joblib_workers(launcher: Mapping[str, Any]) -> bool:
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()  # before importing joblib (0.17 s): its imports lead
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     from joblib.externals.loky.backend.context import set_start_method
 
     set_start_method("forkserver", force=True)

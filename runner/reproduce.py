@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -181,10 +180,10 @@ def _composed_targets(record: dict[str, Any]) -> list[str]:
 
 
 def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
-    """Run the recorded command's overrides again, with the run dir moved to `out`. Ctrl-C
-    (or SIGTERM) is passed on to that run once: it ends its step and saves a checkpoint,
-    and this process prints its line ("interrupted; continue with train.resume=...") and
-    exits with its code, 130 (143)."""
+    """Run the recorded command's overrides again, with the run dir moved to `out`. Ctrl-C,
+    SIGTERM or a closed terminal reach that run once (runner/child_run.py): it ends its
+    step and saves a checkpoint, and this process prints its line ("interrupted; continue
+    with train.resume=...") and exits with its code, 130 or 143."""
     record = run_record(run_dir)
     command = [sys.executable, "-m", "runner", *record.get("overrides", []),
                f"hydra.run.dir={hydra_quoted(str(out))}"]  # fmt: skip
@@ -193,25 +192,13 @@ def rerun(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
     if record.get("config_name") not in (None, "config"):
         command += ["--config-name", record["config_name"]]
     cwd = record.get("cwd") if Path(record.get("cwd", "")).is_dir() else None
-    # Its own session: Ctrl-C in the terminal reaches this process alone, which passes it on
-    # once (the run ends its step and saves a checkpoint), as it passes on SIGTERM.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=cwd, start_new_session=True)  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
-    try:
-        try:
-            stdout, stderr = process.communicate()
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate()  # a second Ctrl-C: killed (below)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if process.poll() is None:
-            process.kill()
-    if process.returncode in (130, 143):  # interrupted: its line says how to go on
-        print((stderr.strip().splitlines() or ["interrupted"])[-1], file=sys.stderr)
-        sys.exit(process.returncode)
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    from runner.child_run import run_passing_signals
+
+    done = run_passing_signals(command, cwd)
+    if done.returncode in (130, 143):  # interrupted: its line says how to go on
+        print((done.stderr.strip().splitlines() or ["interrupted"])[-1], file=sys.stderr)
+        sys.exit(done.returncode)
+    return done
 
 
 def differences(original: Path, again: Path) -> tuple[list[str], list[str]]:

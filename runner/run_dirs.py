@@ -9,6 +9,7 @@ commands started in the same second get two folders.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -118,8 +119,12 @@ MAX_SUFFIX = 99  # folder_1 ... folder_99 are tried after folder
 
 def hydra_quoted(value: str) -> str:
     """`value` as a quoted Hydra override value (a folder may hold "=", ",", spaces or
-    letters the unquoted grammar refuses)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    letters the unquoted grammar refuses). Inside quotes Hydra reads a backslash as itself
+    except in a run of them before a quote, which it halves (`\\'` is `'`): so only those
+    runs, and one at the end, are doubled."""
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
 
 
 def planned_dir(cfg: DictConfig, mode: str) -> tuple[str | None, str | None]:

@@ -152,8 +152,9 @@ def claim_folder(job_dir: Path, num: int) -> int | None:
     """Make job `num` the one job that writes into `job_dir`: None if it is (now, or
     already: a job run again after its worker died), else the number of the job that
     claimed it first (a hydra.sweep.subdir that names two jobs alike; -1 if unreadable).
-    The claim is a file made whole, by a hard link that fails if the name exists: of two
-    jobs starting at once, one wins."""
+    The claim is a file made whole by a hard link, which fails if the name exists: of two
+    jobs starting at once, one wins. (Where the file system has no hard links, by an
+    exclusive create, whose number a simultaneous reader may not see yet: -1.)"""
     import os
     import tempfile
 
@@ -162,7 +163,13 @@ def claim_folder(job_dir: Path, num: int) -> int | None:
     try:
         with os.fdopen(handle, "w") as file:
             file.write(str(num))
-        os.link(temporary, claim)
+        try:
+            os.link(temporary, claim)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here
+            with open(claim, "x", encoding="utf-8") as file:
+                file.write(str(num))
         return None
     except FileExistsError:
         try:

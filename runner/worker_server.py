@@ -30,7 +30,10 @@ def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
-signal.signal(signal.SIGINT, _interrupt)
+# A sweep started with SIGINT ignored (a script's background job) passes that on: its
+# server and jobs keep ignoring it.
+if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, _interrupt)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 survive_closed_readers()  # `python -m runner -m ... | head`: the workers' jobs go on
 start_up.pause()  # until runner.worker_preloaded, the last of the server's imports

@@ -178,6 +178,33 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 3000
 
 
+@pytest.mark.slow
+def test_a_joblib_sweep_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
+    """As a run does: the sweep, its worker server and its jobs all keep ignoring SIGINT."""
+    folder = tmp_path / "sweep"
+    command = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", "seed=0,1", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", "train.steps=6000", "train.checkpoint_every=100",
+         "log.every=0", "log.hist_every=0", "train.progress=off", f"hydra.sweep.dir={folder}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        os.killpg(command.pid, signal.SIGINT)  # while it imports
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("*/checkpoint.pt"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(command.pid, signal.SIGINT)  # while both jobs train
+        _, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 0, stderr
+    with open(folder / "summary.csv") as file:
+        assert [row["status"] for row in csv.DictReader(file)] == ["ok", "ok"]
+
+
 def _processes_with(marker: str) -> list[int]:
     """Live processes whose environment holds `marker` (the sweep's, inherited by its server
     and workers); a zombie's environment reads empty."""

@@ -49,6 +49,15 @@ def test_a_folder_not_named_by_the_time_is_left_to_hydra(tmp_path):
     assert claim_time_stamped(odd, "${now:%H}", "run") == f"hydra.run.dir={hydra_quoted(odd)}"
 
 
+@pytest.mark.parametrize("folder", ["a\\b", "a\\\\b", "a'b", "a\\'b", "ab\\", "é x=1,'q'", "x,y=z"])
+def test_a_quoted_folder_reads_back_as_itself(folder):
+    # Hydra halves only the backslashes before a quote: a\b must not become a\\b.
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_override(f"hydra.run.dir={hydra_quoted(folder)}")
+    assert parsed.value() == folder
+
+
 def test_the_pin_replaces_the_command_lines_own_value():
     argv = ["-m", "seed=0,1", "hydra.sweep.dir=m/${now:%H}", "train.steps=3"]
     assert pinned(argv, "hydra.sweep.dir=m/01") == ["-m", "seed=0,1", "train.steps=3",

@@ -376,41 +376,58 @@ def test_jobs_in_nested_folders_are_summarised_by_their_path(tmp_path):
     rows = summary_rows(folder)
     assert sorted(r["job"] for r in rows) == ["s0/run", "s1/run"]
     assert {r["status"] for r in rows} == {"ok"}
+    from runner.compare import find_runs  # compare finds them at that depth too
+
+    assert [run.label for run in find_runs([folder])] == ["s0/run", "s1/run"]
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """A finished run of 20000 quick steps with a checkpoint every 100: reproducing it takes
+    long enough to be stopped on the way."""
+    folder = tmp_path_factory.mktemp("long") / "run"
+    steps = ["train.steps=20000", "train.checkpoint_every=100", "log.every=0",
+             "log.hist_every=0", "train.val_every=0", "train.progress=off"]  # fmt: skip
+    done = run_cli("runner", *steps, f"hydra.run.dir={folder}", cwd=folder.parent)
+    assert done.returncode == 0, done.stderr
+    return folder
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_reproduce_stops_the_new_run_with_a_checkpoint(tmp_path):
-    """reproduce runs the new run in a session of its own and passes Ctrl-C on to it once:
-    it saves its step, and reproduce prints how to go on and exits 130 (no run left over)."""
+@pytest.mark.parametrize(("sent", "code", "word"), [("SIGINT", 130, "interrupted"),
+                                                    ("SIGHUP", 143, "terminated")])  # fmt: skip
+def test_a_signal_to_reproduce_stops_the_new_run_with_a_checkpoint(long_run, tmp_path, sent,
+                                                                    code, word):  # fmt: skip
+    """reproduce runs the new run in a session of its own and passes Ctrl-C (a closed
+    terminal: SIGHUP, as SIGTERM) on to it once: it saves its step, and reproduce prints
+    how to go on and exits with the run's code (no run left over)."""
     import os
     import signal
     import subprocess
     import sys
     import time
+    import uuid
 
     import torch
+    from test_launchers import _processes_with
 
-    steps = ["train.steps=20000", "train.checkpoint_every=100", "log.every=0",
-             "log.hist_every=0", "train.val_every=0", "train.progress=off"]  # fmt: skip
-    original = run_cli("runner", *steps, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert original.returncode == 0, original.stderr
-    again = tmp_path / "again"
+    again, marker = tmp_path / "again", f"RUNNER_TEST_{uuid.uuid4().hex}"
     command = subprocess.Popen(
-        [sys.executable, "-m", "runner.reproduce", str(tmp_path / "run"), "--out", str(again)],
+        [sys.executable, "-m", "runner.reproduce", str(long_run), "--out", str(again)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, marker: "1"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not (again / "checkpoint.pt").is_file() and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(command.pid, signal.SIGINT)  # to reproduce alone, as `kill -INT` does
+        os.kill(command.pid, getattr(signal, sent))  # to reproduce alone, as `kill` does
         _, stderr = command.communicate(timeout=120)
     finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
-    assert command.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == (
-        f"interrupted; continue with train.resume={again / 'checkpoint.pt'}"
-    )
+        for pid in _processes_with(marker):  # the new run too, should reproduce fail
+            os.kill(pid, signal.SIGKILL)
+    assert command.returncode == code, stderr
+    resume = f"{word}; continue with train.resume={again / 'checkpoint.pt'}"
+    assert stderr.strip().splitlines()[-1] == resume
     assert "Traceback" not in stderr and not (again / "model.pt").exists()
     assert 0 < torch.load(again / "checkpoint.pt", weights_only=True)["step"] < 20000
