@@ -119,12 +119,10 @@ JOBLIB = (*SWEEP, "hydra/launcher=joblib")
 STARTING = {  # a name: (command, seconds after its start to press Ctrl-C)
     "run-0.3": (TRAIN, 0.3),
     "sweep-0.15": (SWEEP, 0.15),
-    "sweep-0.3": (SWEEP, 0.3),
     "sweep-0.6": (SWEEP, 0.6),
     "joblib-0.15": (JOBLIB, 0.15),
     "joblib-0.4": (JOBLIB, 0.4),
-    "inspect-0.3": (("runner.inspect",), 0.3),
-    "inspect-0.6": (("runner.inspect",), 0.6),
+    "inspect-0.5": (("runner.inspect",), 0.5),
     "bench-0.3": (("runner.bench", "--only", "throughput"), 0.3),
     "bench-2.0": (("runner.bench", "--only", "throughput"), 2.0),
 }
