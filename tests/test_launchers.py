@@ -159,13 +159,14 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
     """A script's background job (`python -m runner ... &`) starts with SIGINT ignored: the
     script's Ctrl-C is not for it, before or after the imports."""
     command = subprocess.Popen(
-        [sys.executable, "-m", "runner", "train.steps=3000", "train.progress=off",
-         "hydra.run.dir=run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        [sys.executable, "-m", "runner", "train.steps=8000", "log.every=0", "log.hist_every=0",
+         "train.progress=off", "hydra.run.dir=run"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # (beside another test's run)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
-        for delay in (0.3, 1.5):
+        for delay in (0.3, 1.5):  # while it imports, and (mostly) while it trains
             time.sleep(delay)
             os.killpg(command.pid, signal.SIGINT)
         stdout, stderr = command.communicate(timeout=120)
@@ -173,7 +174,7 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
         if command.poll() is None:
             os.killpg(command.pid, signal.SIGKILL)
     assert command.returncode == 0, stderr
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 3000
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 8000
 
 
 @pytest.mark.slow

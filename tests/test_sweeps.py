@@ -12,6 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import runner
 
+# For long runs beside another test's: two 2-thread torch processes on 2 cores each run
+# several times slower than one.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 TINY = ["train.steps=12", "train.val_every=6", "log.every=3", "log.hist_every=6", "model=deep_mlp"]
 
 
@@ -383,12 +386,12 @@ def test_jobs_in_nested_folders_are_summarised_by_their_path(tmp_path):
 
 @pytest.fixture(scope="module")
 def long_run(tmp_path_factory):
-    """A finished run of 20000 quick steps with a checkpoint every 100: reproducing it takes
-    long enough to be stopped on the way."""
+    """A finished run of 12000 quick steps with a checkpoint every 1500: reproducing it
+    takes long enough to be stopped on the way."""
     folder = tmp_path_factory.mktemp("long") / "run"
-    steps = ["train.steps=20000", "train.checkpoint_every=100", "log.every=0",
+    steps = ["train.steps=12000", "train.checkpoint_every=1500", "log.every=0",
              "log.hist_every=0", "train.val_every=0", "train.progress=off"]  # fmt: skip
-    done = run_cli("runner", *steps, f"hydra.run.dir={folder}", cwd=folder.parent)
+    done = run_cli("runner", *steps, f"hydra.run.dir={folder}", cwd=folder.parent, env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
     return folder
 
@@ -415,7 +418,7 @@ def test_a_signal_to_reproduce_stops_the_new_run_with_a_checkpoint(long_run, tmp
     command = subprocess.Popen(
         [sys.executable, "-m", "runner.reproduce", str(long_run), "--out", str(again)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, marker: "1"},
+        env={**os.environ, **ONE_THREAD, marker: "1"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -430,4 +433,4 @@ def test_a_signal_to_reproduce_stops_the_new_run_with_a_checkpoint(long_run, tmp
     resume = f"{word}; continue with train.resume={again / 'checkpoint.pt'}"
     assert stderr.strip().splitlines()[-1] == resume
     assert "Traceback" not in stderr and not (again / "model.pt").exists()
-    assert 0 < torch.load(again / "checkpoint.pt", weights_only=True)["step"] < 20000
+    assert 0 < torch.load(again / "checkpoint.pt", weights_only=True)["step"] < 12000
