@@ -73,6 +73,41 @@ def test_only_a_joblib_multirun_command_line_starts_the_server_before_composing(
     assert started == [{"_target_": JOBLIB_LAUNCHER}]
 
 
+def _press_ctrl_c(
+    argv: list[str], cwd, *when, ignored: bool = False, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m ARGV` in a process group of its own, as a terminal runs a job, and
+    press Ctrl-C (SIGINT to the group) at each of `when`: seconds to wait, or a function
+    that returns once it is time. `ignored`: started with SIGINT ignored, as a script's
+    background job is. Killed if it is still running at the end."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True, env={**os.environ, **(env or {})},
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
+    )  # fmt: skip
+    try:
+        for moment in when:
+            moment() if callable(moment) else time.sleep(moment)
+            os.killpg(command.pid, signal.SIGINT)
+        stdout, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(argv, command.returncode, stdout, stderr)
+
+
+def _checkpoints(folder, count: int):
+    """A moment for `_press_ctrl_c`: once `count` jobs of the sweep in `folder` are in their
+    training loops (each has written a periodic checkpoint)."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("*/checkpoint.pt"))) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    return wait
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
     """Ctrl-C reaches the whole process group: each running job ends its step, checkpoints
@@ -80,24 +115,12 @@ def test_ctrl_c_stops_a_joblib_sweep_with_one_line_and_exit_130(tmp_path):
     record it without training; the summary lists all four, and the command prints one
     line, no traceback, and exits 130."""
     folder = tmp_path / "sweep"
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", "seed=0,1,2,3", "model=mlp", "train.steps=100000",
+    sweep = _press_ctrl_c(
+        ["runner", "-m", "seed=0,1,2,3", "model=mlp", "train.steps=100000",
          "train.progress=off", "train.checkpoint_every=200", "hydra/launcher=joblib",
-         "hydra.launcher.n_jobs=2",
-         f"hydra.sweep.dir={folder}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,  # its own process group, as a terminal's job is
+         "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={folder}"], REPO, _checkpoints(folder, 2),
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        # Both jobs in their training loops: each has written a periodic checkpoint.
-        while len(list(folder.glob("*/checkpoint.pt"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        os.killpg(sweep.pid, signal.SIGINT)
-        _, stderr = sweep.communicate(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
+    stderr = sweep.stderr
     assert sweep.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted; the sweep stopped")
@@ -135,17 +158,8 @@ def test_ctrl_c_while_a_command_starts_prints_one_line_and_exits_130(tmp_path, a
     made. (Raised inside numpy's import within torch's, a KeyboardInterrupt was swallowed
     and the whole sweep ran, or the next import failed with a traceback.) Not earlier than
     0.1 s: before runner's first line runs, Python's own start-up prints a traceback."""
-    command = subprocess.Popen(
-        [sys.executable, "-m", *argv], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        time.sleep(delay)
-        os.killpg(command.pid, signal.SIGINT)
-        stdout, stderr = command.communicate(timeout=120)
-    finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
+    command = _press_ctrl_c(argv, tmp_path, delay)
+    stdout, stderr = command.stdout, command.stderr
     assert command.returncode == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr and "Fatal Python error" not in stderr
     last = stderr.strip().splitlines()[-1]
@@ -158,21 +172,12 @@ def test_ctrl_c_while_a_command_starts_prints_one_line_and_exits_130(tmp_path, a
 def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
     """A script's background job (`python -m runner ... &`) starts with SIGINT ignored: the
     script's Ctrl-C is not for it, before or after the imports."""
-    command = subprocess.Popen(
-        [sys.executable, "-m", "runner", "train.steps=8000", "log.every=0", "log.hist_every=0",
-         "train.progress=off", "hydra.run.dir=run"], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # (beside another test's run)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    command = _press_ctrl_c(
+        ["runner", "train.steps=8000", "log.every=0", "log.hist_every=0", "train.progress=off",
+         "hydra.run.dir=run"], tmp_path, 0.3, 1.5,  # while it imports, and while it trains
+        ignored=True, env={"OMP_NUM_THREADS": "1"},  # (one thread: beside another test's run)
     )  # fmt: skip
-    try:
-        for delay in (0.3, 1.5):  # while it imports, and (mostly) while it trains
-            time.sleep(delay)
-            os.killpg(command.pid, signal.SIGINT)
-        stdout, stderr = command.communicate(timeout=120)
-    finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
+    stderr = command.stderr
     assert command.returncode == 0, stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 8000
 
@@ -181,24 +186,13 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
 def test_a_joblib_sweep_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
     """As a run does: the sweep, its worker server and its jobs all keep ignoring SIGINT."""
     folder = tmp_path / "sweep"
-    command = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", "seed=0,1", "hydra/launcher=joblib",
-         "hydra.launcher.n_jobs=2", "train.steps=6000", "train.checkpoint_every=100",
-         "log.every=0", "log.hist_every=0", "train.progress=off", f"hydra.sweep.dir={folder}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    command = _press_ctrl_c(
+        ["runner", "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "train.steps=6000", "train.checkpoint_every=100", "log.every=0", "log.hist_every=0",
+         "train.progress=off", f"hydra.sweep.dir={folder}"], tmp_path,
+        0.3, _checkpoints(folder, 2), ignored=True,  # while it imports; while both jobs train
     )  # fmt: skip
-    try:
-        time.sleep(0.3)
-        os.killpg(command.pid, signal.SIGINT)  # while it imports
-        deadline = time.monotonic() + 120
-        while len(list(folder.glob("*/checkpoint.pt"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(command.pid, signal.SIGINT)  # while both jobs train
-        _, stderr = command.communicate(timeout=120)
-    finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
+    stderr = command.stderr
     assert command.returncode == 0, stderr
     with open(folder / "summary.csv") as file:
         assert [row["status"] for row in csv.DictReader(file)] == ["ok", "ok"]
