@@ -183,7 +183,7 @@ def claim_folder(job_dir: Path, num: int) -> int | None:
 
 def shared_folders(sweep_dir: Path) -> int:
     """How many jobs of the current sweep began in a folder that an earlier one had noted
-    (`sharing_job`: they did not run)."""
+    (`claim_folder` refused them: they did not run)."""
     folders = []
     for marker in sweep_dir.glob(f"{STARTED_PREFIX}*"):
         with contextlib.suppress(OSError):
