@@ -52,18 +52,23 @@ def test_reproduce_refuses_targets_outside_torch_runner_and_the_project(
     tmp_path, capsys, monkeypatch
 ):
     from runner import reproduce
+    from runner.target_safety import custom_targets
 
     (tmp_path / "mylosses.py").write_text("import torch\nHalf = torch.nn.MSELoss\n")
     (tmp_path / "os.py").write_text("")  # a project cannot vouch for the standard library
     ours = fake_run(tmp_path / "outputs" / "ours", tmp_path, ["mylosses.Half", "runner.x.Y"])
-    assert reproduce.custom_targets(ours) == []
+    assert custom_targets(ours, reproduce.run_record(ours)) == []
     theirs = fake_run(tmp_path / "outputs" / "theirs", tmp_path, ["os.system", "mylosses.Half"],
                       ["+train.l9={_target_: builtins.exec}", "train.l0._target_=subprocess.run"])  # fmt: skip
-    assert reproduce.custom_targets(theirs) == ["builtins.exec", "os.system", "subprocess.run"]
+    assert custom_targets(theirs, reproduce.run_record(theirs)) == [
+        "builtins.exec",
+        "os.system",
+        "subprocess.run",
+    ]
     # A run dir cannot vouch for modules it ships itself.
     shipped = fake_run(tmp_path / "shipped", tmp_path / "shipped", ["evil.go"])
     (tmp_path / "shipped" / "evil.py").write_text("")
-    assert reproduce.custom_targets(shipped) == ["evil.go"]
+    assert custom_targets(shipped, reproduce.run_record(shipped)) == ["evil.go"]
 
     with pytest.raises(SystemExit) as exit_info:
         reproduce.main([str(theirs)])
