@@ -20,7 +20,6 @@ from runner.run_dirs import (
     check_job_dirs,
     check_not_a_finished_run,
     check_output_dir,
-    job_subdir,
     planned_dir,
 )
 
@@ -183,7 +182,8 @@ def _covering_jobs(
         raise ConfigError(f"command line: {first_lines(str(error))}") from error
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_with_hydra(fixed, config_name, config_dir)
-    (sweep_dir, sweep_dir_as_written), subdir = planned_dir(base, "sweep"), job_subdir(base)
+    sweep_dir, sweep_dir_as_written = planned_dir(base, "sweep")
+    subdir = planned_dir(base, "sweep", "subdir")
     groups, launcher = set(base.hydra.runtime.choices), base.hydra.launcher
     params, experiment = [], base.hydra.runtime.choices.get("experiment")
     if base.hydra.sweeper.get("_target_") == BASIC_SWEEPER:

@@ -86,22 +86,16 @@ def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False,
         )
 
 
-def job_subdir(base: DictConfig) -> tuple[str, str] | None:
-    """hydra.sweep.subdir as composed and as written (None if it does not resolve here)."""
-    try:
-        return str(base.hydra.sweep.subdir), str(base.hydra.sweep._get_node("subdir")._value())
-    except Exception:  # noqa: BLE001 (Hydra reports what does not resolve)
-        return None
-
-
-def check_job_dirs(sweep_dir: str | None, subdir: tuple[str, str] | None, several: bool) -> None:
-    """A ConfigError when hydra.sweep.subdir (`job_subdir`) gives the jobs no folders of
+def check_job_dirs(sweep_dir: str | None, subdir: tuple[str | None, str | None],
+                   several: bool) -> None:  # fmt: skip
+    """A ConfigError when hydra.sweep.subdir (`planned_dir(cfg, "sweep", "subdir")`: as
+    composed, as written) gives the jobs no folders of
     their own: one that is (or holds) the sweep dir itself, or a fixed name when the sweep
     has several jobs. Their files would be written over each other's, and the summary
     would find none."""
-    if sweep_dir is None or subdir is None:
-        return
     composed, raw = subdir
+    if sweep_dir is None or composed is None or raw is None:
+        return
     sweep = Path(sweep_dir).resolve()
     job_dir = (sweep / composed).resolve()
     shared = job_dir == sweep or job_dir in sweep.parents
@@ -127,12 +121,13 @@ def hydra_quoted(value: str) -> str:
     return f"'{escaped}'"
 
 
-def planned_dir(cfg: DictConfig, mode: str) -> tuple[str | None, str | None]:
-    """hydra.run.dir (`mode` "run") or hydra.sweep.dir ("sweep") as Hydra will make it, and
-    as written in the config; None for what does not resolve here (Hydra reports it)."""
+def planned_dir(cfg: DictConfig, mode: str, key: str = "dir") -> tuple[str | None, str | None]:
+    """hydra.run.dir (`mode` "run") or hydra.sweep.dir ("sweep"; `key` "subdir": a job's
+    folder in it) as Hydra will make it, and as written in the config; None for what does
+    not resolve here (Hydra reports it)."""
     try:
-        raw = str(cfg.hydra[mode]._get_node("dir")._value())
-        return str(cfg.hydra[mode].dir), raw
+        raw = str(cfg.hydra[mode]._get_node(key)._value())
+        return str(cfg.hydra[mode][key]), raw
     except Exception:  # noqa: BLE001
         return None, None
 
