@@ -89,10 +89,9 @@ def check_not_a_finished_run(folder: str | Path | None, sweep: bool = False,
 def check_job_dirs(sweep_dir: str | None, subdir: tuple[str | None, str | None],
                    several: bool) -> None:  # fmt: skip
     """A ConfigError when hydra.sweep.subdir (`planned_dir(cfg, "sweep", "subdir")`: as
-    composed, as written) gives the jobs no folders of
-    their own: one that is (or holds) the sweep dir itself, or a fixed name when the sweep
-    has several jobs. Their files would be written over each other's, and the summary
-    would find none."""
+    composed, as written) gives the jobs no folders of their own: one that is (or holds)
+    the sweep dir itself, or a fixed name when the sweep has several jobs. Their files
+    would be written over each other's, and the summary would find none."""
     composed, raw = subdir
     if sweep_dir is None or composed is None or raw is None:
         return
