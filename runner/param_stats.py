@@ -13,7 +13,6 @@ block, copied to the host whole and reduced there.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,8 +20,9 @@ import torch
 from torch import nn
 
 from runner.host_copy import Shipment
-from runner.host_numbers import Histogram, histogram_rows, sample_std, sum_of_squares
+from runner.host_numbers import Histogram, sum_of_squares
 from runner.param_buffers import Pair, TinyBlock
+from runner.param_tags import ParamTags
 from runner.reductions import (
     STACK_LIMIT,
     TINY_LIMIT,
@@ -79,7 +79,7 @@ class ParamStats:
         # of their moments): the next step's ||w_before||^2 when it follows that one.
         self._last_squares: list[float] | None = None
         self._block_before: torch.Tensor | None = None  # the tiny block's w_before
-        self._tag_cache: dict[tuple[str, ...], list[list[tuple[str, ...]]]] = {}
+        self._tag_writer = ParamTags([names for _, names in self.params], self._numels)
         self.reset()
 
     def reset(self) -> None:
@@ -299,47 +299,5 @@ class ParamStats:
         if "weights" in tables:  # the next step's ||w_before||^2, should it follow this one
             weights = zip(self._numels, tables["weights"], strict=True)
             self._last_squares = [sum_of_squares(m[0], m[1], n) for n, m in weights]
-        for prefix, measured in tables.items():
-            if scalars:
-                tags = self._tags(f"{prefix}_norm", f"{prefix}_std")
-                for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
-                    s, q = m[0], m[1]
-                    norm, std = math.sqrt(sum_of_squares(s, q, n)), sample_std(q, n)
-                    for norm_tag, std_tag in tensor_tags:
-                        scalars_of[norm_tag] = norm
-                        scalars_of[std_tag] = std
-            if prefix == "weights" and self._updated:
-                for m, tensor_tags in zip(measured, self._tags("update_ratio"), strict=True):
-                    ratio = math.sqrt(m[-2]) / max(math.sqrt(m[-1]), 1e-12)
-                    for (tag,) in tensor_tags:
-                        scalars_of[tag] = ratio
-        if self._histograms and tables:
-            self._emit_histograms(tables, histograms_of)
-
-    def _tags(self, *kinds: str) -> list[list[tuple[str, ...]]]:
-        """Per unique tensor, per name of it: the tags `<kind>/<name>` of `kinds` (made
-        once: a step writes ~100 of them)."""
-        tags = self._tag_cache.get(kinds)
-        if tags is None:
-            tags = self._tag_cache[kinds] = [
-                [tuple(f"{kind}/{name}" for kind in kinds) for name in names]
-                for _, names in self.params
-            ]
-        return tags
-
-    def _emit_histograms(self, tables: dict[str, list[list]],
-                         histograms_of: dict[str, Histogram]) -> None:  # fmt: skip
-        """The histograms of every (prefix, tensor), their edges and counts made at once."""
-        rows = [m for measured in tables.values() for m in measured]
-        lows, highs = [m[2] for m in rows], [m[3] for m in rows]
-        limits, counts, nums = histogram_rows(lows, highs, np.stack([m[4] for m in rows]))
-        at = 0
-        for prefix, measured in tables.items():
-            tags = self._tags(prefix)
-            for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
-                s, q = m[0], m[1]
-                histogram = Histogram(lows[at], highs[at], nums[at], s, sum_of_squares(s, q, n),
-                                      limits[at], counts[at])  # fmt: skip
-                for (tag,) in tensor_tags:
-                    histograms_of[tag] = histogram
-                at += 1
+        self._tag_writer.write(tables, scalars, self._updated, self._histograms, scalars_of,
+                               histograms_of)  # fmt: skip
