@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from runner.host_copy import Shipment
-from runner.host_numbers import Histogram, sum_of_squares
+from runner.host_numbers import Histogram
 from runner.param_buffers import Pair, TinyBlock
 from runner.param_tags import ParamTags
 from runner.reductions import (
@@ -296,8 +296,7 @@ class ParamStats:
         histograms `grads/<name>`, `weights/<name>`."""
         tables = {prefix: [table[i] for i in range(len(self.params))]
                   for prefix, table in self._measured.items()}  # fmt: skip
-        if "weights" in tables:  # the next step's ||w_before||^2, should it follow this one
-            weights = zip(self._numels, tables["weights"], strict=True)
-            self._last_squares = [sum_of_squares(m[0], m[1], n) for n, m in weights]
-        self._tag_writer.write(tables, scalars, self._updated, self._histograms, scalars_of,
-                               histograms_of)  # fmt: skip
+        squares = self._tag_writer.write(tables, scalars, self._updated, self._histograms,
+                                         scalars_of, histograms_of)  # fmt: skip
+        if squares is not None:  # the next step's ||w_before||^2, should it follow this one
+            self._last_squares = squares

@@ -23,18 +23,22 @@ class ParamTags:
 
     def write(self, tables: dict[str, list[list]], scalars: bool, updated: bool,
               histograms: bool, scalars_of: dict[str, float],
-              histograms_of: dict[str, Histogram]) -> None:  # fmt: skip
+              histograms_of: dict[str, Histogram]) -> list[float] | None:  # fmt: skip
         """`tables[prefix][i]`: tensor i's host numbers, [sum, centred squares, (min, max,
         counts), (||dw||^2, ||w_before||^2)], prefix "grads" or "weights". Writes
         `{prefix}_norm/<name>` = sqrt(q + s^2/n) and `{prefix}_std/<name>` = sqrt(q/(n-1))
         (with `scalars`), `update_ratio/<name>` = ||dw|| / max(||w_before||, 1e-12) (with
-        `updated`) and the histograms `{prefix}/<name>` (with `histograms`)."""
+        `updated`) and the histograms `{prefix}/<name>` (with `histograms`). Returns the
+        weights' sums of squares q + s^2/n (None without weights)."""
+        squares = {prefix: [sum_of_squares(m[0], m[1], n)
+                            for n, m in zip(self._numels, measured, strict=True)]
+                   for prefix, measured in tables.items()}  # fmt: skip
         for prefix, measured in tables.items():
             if scalars:
                 tags = self._tags(f"{prefix}_norm", f"{prefix}_std")
-                for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
-                    s, q = m[0], m[1]
-                    norm, std = math.sqrt(sum_of_squares(s, q, n)), sample_std(q, n)
+                rows = zip(self._numels, measured, squares[prefix], tags, strict=True)
+                for n, m, sum_squares, tensor_tags in rows:
+                    norm, std = math.sqrt(sum_squares), sample_std(m[1], n)
                     for norm_tag, std_tag in tensor_tags:
                         scalars_of[norm_tag] = norm
                         scalars_of[std_tag] = std
@@ -44,7 +48,8 @@ class ParamTags:
                     for (tag,) in tensor_tags:
                         scalars_of[tag] = ratio
         if histograms and tables:
-            self._histograms(tables, histograms_of)
+            self._histograms(tables, squares, histograms_of)
+        return squares.get("weights")
 
     def _tags(self, *kinds: str) -> list[list[tuple[str, ...]]]:
         """Per unique tensor, per name of it: the tags `<kind>/<name>` of `kinds` (made
@@ -57,18 +62,18 @@ class ParamTags:
             ]
         return tags
 
-    def _histograms(self, tables: dict[str, list[list]],
+    def _histograms(self, tables: dict[str, list[list]], squares: dict[str, list[float]],
                     histograms_of: dict[str, Histogram]) -> None:  # fmt: skip
-        """The histograms of every (prefix, tensor), their edges and counts made at once."""
+        """The histograms of every (prefix, tensor), their edges and counts made at once;
+        `squares`: each one's sum of squares, as `write` made them."""
         rows = [m for measured in tables.values() for m in measured]
         lows, highs = [m[2] for m in rows], [m[3] for m in rows]
         limits, counts, nums = histogram_rows(lows, highs, np.stack([m[4] for m in rows]))
         at = 0
         for prefix, measured in tables.items():
             tags = self._tags(prefix)
-            for n, m, tensor_tags in zip(self._numels, measured, tags, strict=True):
-                s, q = m[0], m[1]
-                histogram = Histogram(lows[at], highs[at], nums[at], s, sum_of_squares(s, q, n),
+            for m, sum_squares, tensor_tags in zip(measured, squares[prefix], tags, strict=True):
+                histogram = Histogram(lows[at], highs[at], nums[at], m[0], sum_squares,
                                       limits[at], counts[at])  # fmt: skip
                 for (tag,) in tensor_tags:
                     histograms_of[tag] = histogram
