@@ -59,3 +59,11 @@ def fold_last_bin(counts: np.ndarray) -> np.ndarray:
     folded = counts[..., :-1].astype(np.float64)
     folded[..., -1] += counts[..., -1]
     return folded
+
+
+def reduce_rows(starts: np.ndarray, rule: str, values: list[float]) -> list[float]:
+    """Per run of consecutive values from each of `starts` to the next: their "min", "max"
+    (a NaN propagates) or "sum" (in float64)."""
+    ufunc = {"min": np.minimum, "max": np.maximum, "sum": np.add}[rule]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ufunc.reduceat(np.asarray(values, dtype=np.float64), starts).tolist()

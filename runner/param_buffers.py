@@ -1,20 +1,42 @@
 """The buffers a logging step copies parameters into, made once and reused
-(runner/param_stats.py): a small group's pair of gradients and weights, and the one block
-of every tiny tensor.
+(runner/param_stats.py): a row group's pair of gradients and weights (or its weights
+before the update), and the one block of every tiny tensor.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 
-class Pair:
-    """A small group's (2k, n) float32 buffer: gradients in rows [0, k), weights in [k, 2k)."""
+class Rows:
+    """A row group's tensors copied end to end into `sections` sections of a float32 buffer
+    (a pair: gradients, then weights), each section `rows` rows of `row` values; every
+    tensor's place in each section is a view of its own shape, made once, so a copy into
+    it is one op (no reshapes a step)."""
 
-    def __init__(self, k: int, n: int, device: torch.device) -> None:
-        self.both = torch.empty(2 * k, n, dtype=torch.float32, device=device)
-        self.grads, self.weights = self.both[:k], self.both[k:]  # views made once
+    def __init__(self, shapes: list[tuple[int, ...]], row: int, sections: int,
+                 device: torch.device) -> None:  # fmt: skip
+        sizes = [math.prod(shape) for shape in shapes]
+        rows = sum(sizes) // row
+        self.all = torch.empty(sections * rows, row, dtype=torch.float32, device=device)
+        self.sections = [self.all[k * rows : (k + 1) * rows] for k in range(sections)]
+        self._places = []
+        for section in self.sections:
+            flat, places, at = section.view(-1), [], 0
+            for shape, size in zip(shapes, sizes, strict=True):
+                places.append(flat[at : at + size].view(shape))
+                at += size
+            self._places.append(places)
+
+    def put(self, section: int, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Copy `tensors` (in the group's order; any float dtype) into `section`; return
+        its rows."""
+        for place, tensor in zip(self._places[section], tensors, strict=True):
+            place.copy_(tensor)
+        return self.sections[section]
 
 
 class TinyBlock:
@@ -34,7 +56,7 @@ class TinyBlock:
 
     def put(self, tensors: list[torch.Tensor], row: torch.Tensor) -> None:
         """Copy `tensors` (the members' values, in order) end to end into `row`."""
-        flats = [t.reshape(-1) for t in tensors]
+        flats = [t if t.dim() == 1 else t.reshape(-1) for t in tensors]  # a view is an op
         if all(f.dtype == torch.float32 for f in flats):
             torch.cat(flats, out=row)
             return

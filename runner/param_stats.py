@@ -1,14 +1,15 @@
 """Statistics of a model's parameters on a logging step: each unique tensor's gradient and
 weight (norm, std, histogram) and the update it received (‖Δw‖/‖w‖).
 
-Tensors are reduced in groups of one shape (runner/reductions.py). A small group (its
-gradients and weights together below STACK_LIMIT values) keeps a "pair" buffer: the
-gradients are copied into its first half before the update (a copy, since gradient
-clipping changes them in place), the new weights into its second half after it, and both
-halves are reduced by one set of ops, where reducing each on its own would pay every op's
-fixed cost twice. A bigger group is reduced where it is taken, without a copy. The tiny
-groups (a pair of at most TINY_LIMIT values: biases, norm layers' weights) share one
-block, copied to the host whole and reduced there.
+Tensors are reduced in row groups (runner/param_layout.py: tensors of one shape, and
+small ones of several shapes cut into rows of one length). A small group (its gradients
+and weights together below STACK_LIMIT values) keeps a "pair" buffer: the gradients are
+copied into its first half before the update (a copy, since gradient clipping changes
+them in place), the new weights into its second half after it, and both halves are
+reduced by one set of ops, where reducing each on its own would pay every op's fixed cost
+twice. A bigger group is reduced where it is taken, without a copy. The tiny groups (a
+pair of at most TINY_LIMIT values: biases, norm layers' weights) share one block, copied
+to the host whole and reduced there.
 """
 
 from __future__ import annotations
@@ -20,19 +21,11 @@ import torch
 from torch import nn
 
 from runner.host_copy import Shipment
-from runner.host_numbers import Histogram
-from runner.param_buffers import Pair, TinyBlock
+from runner.host_numbers import Histogram, reduce_rows
+from runner.param_buffers import Rows, TinyBlock
+from runner.param_layout import RowGroup, plan_groups
 from runner.param_tags import ParamTags
-from runner.reductions import (
-    STACK_LIMIT,
-    TINY_LIMIT,
-    Workspace,
-    row_histograms,
-    row_moments,
-    row_squares,
-    shape_groups,
-    stacked,
-)
+from runner.reductions import Workspace, row_histograms, row_moments, row_squares, stacked
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
@@ -60,25 +53,20 @@ class ParamStats:
         self.params = [(p, names) for p, names in unique_parameters(model) if p.numel()]
         self.hist_bins = hist_bins
         self._workspace = workspace
-        self._groups = shape_groups([tuple(p.shape) for p, _ in self.params])
         self._numels = [p.numel() for p, _ in self.params]
-        # A pair holds a group twice (gradients and weights) for the whole step: only for
-        # groups whose ops are short enough for their fixed cost to matter.
-        self._small = [2 * len(g) * self._numels[g[0]] < STACK_LIMIT for g in self._groups]
-        # Groups small enough for the host to reduce (both halves of a pair) share one block.
-        self._tiny = [2 * len(g) * self._numels[g[0]] <= TINY_LIMIT for g in self._groups]
-        self._tiny_members = [i for g, tiny in zip(self._groups, self._tiny, strict=True)
-                              if tiny for i in g]  # fmt: skip
+        # The row groups the device reduces, and the tiny tensors the host does.
+        self._groups, self._tiny_members = plan_groups([tuple(p.shape) for p, _ in self.params])
         self._block: TinyBlock | None = None  # made on first use, on the device
-        self._pairs: list[Pair | None] | None = None  # made on first use, on the device
+        self._pairs: list[Rows | None] | None = None  # made on first use, on the device
         self._spare: tuple | None = None  # the other (pairs, block), made on first use
         self._weights_step: int | None = None  # the step whose new weights the pairs hold
-        self._snapshots: list[torch.Tensor | None] | None = None  # weights before the update
+        self._snapshots: list[Rows] | None = None  # per group: weights before the update
         self._before: list[torch.Tensor | None] = []  # per group: this step's w_before
         # Per unique tensor, ||w||^2 of the weights taken at step `_weights_step` (q + s^2/n
         # of their moments): the next step's ||w_before||^2 when it follows that one.
         self._last_squares: list[float] | None = None
         self._block_before: torch.Tensor | None = None  # the tiny block's w_before
+        self._starts: dict[tuple[int, int], np.ndarray] = {}  # see _row_starts
         self._tag_writer = ParamTags([names for _, names in self.params], self._numels)
         self.reset()
 
@@ -93,20 +81,23 @@ class ParamStats:
         # [sum, centred squares, (min, max, counts), (‖Δw‖², ‖w_before‖²)]
         self._measured: dict[str, dict[int, list]] = {}
 
-    def _pairs_on(self, device: torch.device) -> list[Pair | None]:
-        """The pairs of the small groups that are not tiny (None for the others), and the
-        tiny block, made on first use."""
+    def _pairs_on(self, device: torch.device) -> list[Rows | None]:
+        """The pairs of the paired groups (None for the others), and the tiny block, made
+        on first use."""
         if self._pairs is None:
             self._pairs, self._block = self._new_set(device)
         return self._pairs
 
-    def _new_set(self, device: torch.device) -> tuple[list[Pair | None], TinyBlock | None]:
+    def _new_set(self, device: torch.device) -> tuple[list[Rows | None], TinyBlock | None]:
         """A set of buffers: the pairs (None for groups without one) and the tiny block."""
-        kinds = zip(self._groups, self._small, self._tiny, strict=True)
-        pairs = [Pair(len(g), self._numels[g[0]], device) if small and not tiny else None
-                 for g, small, tiny in kinds]  # fmt: skip
+        pairs = [self._rows(group, 2, device) if group.paired else None for group in self._groups]
         members = self._tiny_members
         return pairs, TinyBlock(members, self._numels, device) if members else None
+
+    def _rows(self, group: RowGroup, sections: int, device: torch.device) -> Rows:
+        """A buffer of `sections` sections of the group's rows."""
+        shapes = [tuple(self.params[i][0].shape) for i in group.members]
+        return Rows(shapes, group.row, sections, device)
 
     def take_grads(self, histograms: bool, step: int | None = None) -> list[Shipment]:
         """After backward: reduce the big groups' gradients now, hold the small groups' copies
@@ -124,14 +115,12 @@ class ParamStats:
             pairs = self._pairs
         shipments = []
         for g, group in enumerate(self._groups):
-            if self._tiny[g]:
-                continue
-            members = [grads[i] for i in group]
+            members = [grads[i] for i in group.members]
             pair = pairs[g]
             if pair is None:
                 shipments.append(self._reduce(g, stacked(members, self._workspace), ("grads",)))
             else:
-                stacked(members, out=pair.grads)
+                pair.put(0, members)
         if self._block is not None:
             self._block.put([grads[i] for i in self._block.members], self._block.grads)
         self._grads_held = True
@@ -146,20 +135,14 @@ class ParamStats:
             return
         self._pairs_on(weights[0].device)
         if self._snapshots is None:
-            device = weights[0].device
-            shapes = [None if tiny else (len(g), self._numels[g[0]])
-                      for g, tiny in zip(self._groups, self._tiny, strict=True)]  # fmt: skip
-            self._snapshots = [None if shape is None else torch.empty(
-                shape, dtype=torch.float32, device=device) for shape in shapes]  # fmt: skip
+            self._snapshots = [self._rows(group, 1, weights[0].device) for group in self._groups]
         previous_pairs, previous_block = self._spare if self._follows else (None, None)
         self._before = []
         for g, (group, buffer) in enumerate(zip(self._groups, self._snapshots, strict=True)):
             if previous_pairs is not None and previous_pairs[g] is not None:
-                self._before.append(previous_pairs[g].weights)
+                self._before.append(previous_pairs[g].sections[1])
             else:
-                if buffer is not None:
-                    stacked([weights[i] for i in group], out=buffer)
-                self._before.append(buffer)
+                self._before.append(buffer.put(0, [weights[i] for i in group.members]))
         if previous_block is not None:
             self._block_before = previous_block.weights
         elif self._block is not None:
@@ -178,19 +161,17 @@ class ParamStats:
         pairs = self._pairs_on(weights[0].device)
         shipments = []
         for g, group in enumerate(self._groups):
-            if self._tiny[g]:
-                continue
-            members = [weights[i] for i in group]
+            members = [weights[i] for i in group.members]
             pair = pairs[g]
             if pair is None:
                 rows = stacked(members, self._workspace)
                 shipments.append(self._reduce(g, rows, ("weights",), rows))
                 continue
-            stacked(members, out=pair.weights)
+            rows = pair.put(1, members)
             if self._grads_held:
-                shipments.append(self._reduce(g, pair.both, ("grads", "weights"), pair.weights))
+                shipments.append(self._reduce(g, pair.all, ("grads", "weights"), rows))
             else:  # step 0: the initial weights alone
-                shipments.append(self._reduce(g, pair.weights, ("weights",), pair.weights))
+                shipments.append(self._reduce(g, rows, ("weights",), rows))
         if self._block is not None:
             shipments.append(self._ship_block(weights))
         return shipments
@@ -211,8 +192,9 @@ class ParamStats:
 
     def _reduce(self, g: int, rows: torch.Tensor, prefixes: tuple[str, ...],
                 weights: torch.Tensor | None = None) -> Shipment:  # fmt: skip
-        """Sums and centred squares (and histograms) of `rows`, one section of the group's
-        k rows per prefix; with the snapshot, ‖weights - w_before‖² and ‖w_before‖²."""
+        """Per row, sums and centred squares (and per tensor, histograms) of `rows`, one
+        section of the group's rows per prefix; with the snapshot, per row of the weights,
+        ‖weights - w_before‖² and ‖w_before‖²."""
         update = weights is not None and self._snapshot_taken
         self._updated |= update
         before = self._before[g] if update else None
@@ -220,9 +202,11 @@ class ParamStats:
         # whose ||w||^2 its moments gave: a pass over the group fewer (~50 us at 3 x 65536).
         known = self._follows and self._last_squares is not None
         workspace = self._workspace
-        pieces = [*row_moments(rows, workspace)]
+        group = self._groups[g]
+        spans = group.spans * len(prefixes) if group.merged else None  # rows per tensor
+        pieces = [*row_moments(rows, workspace, spans=spans)]
         if self._histograms:
-            pieces += row_histograms(rows, self.hist_bins, workspace)
+            pieces += row_histograms(rows, self.hist_bins, workspace, spans)
         if before is not None:
             # Cascade sums: vector_norm's float32 accumulation put the ratio 2e-5 off at
             # 1 M values (1e-8 this way, for 15 us more on a (3, 65536) group).
@@ -233,22 +217,50 @@ class ParamStats:
 
     def _finisher(self, g: int, prefixes: tuple[str, ...], update: bool,
                   known: bool) -> Callable:  # fmt: skip
-        """Files the host values of `_reduce`'s pieces under each tensor of the group;
+        """Files the host values of `_reduce`'s pieces under each tensor of the group, a
+        tensor's rows' numbers merged (`reduce_rows`) where it spans several;
         `known`: ||w_before||^2 is the last step's ||w||^2 (`_last_squares`), not a piece."""
         histograms, width = self._histograms, self.hist_bins + 1
         group = self._groups[g]
-        last = [self._last_squares[i] for i in group] if update and known else None
+        members = list(group.members)
+        last = [self._last_squares[i] for i in members] if update and known else None
+        merged = self._row_starts(g, len(prefixes)) if group.merged else None
+        starts = self._row_starts(g, 1) if group.merged else None
 
         def finish(values: list) -> None:
+            sums, squares = values[0], values[1]
             hist = ratio = None
-            if histograms:  # lows, highs (lists), and the counts (flat int64 array)
+            if histograms:  # lows, highs (lists, per row), the counts (int64, per tensor)
                 lows, highs = values[2], values[3]
+                if merged is not None:
+                    lows, highs = (
+                        reduce_rows(merged, "min", lows),
+                        reduce_rows(merged, "max", highs),
+                    )
                 hist = (lows, highs, values[4].reshape(len(lows), width))
+            if merged is not None:  # (the rows' squares are about their tensor's mean)
+                sums, squares = (
+                    reduce_rows(merged, "sum", sums),
+                    reduce_rows(merged, "sum", squares),
+                )
             if update:
-                ratio = (values[-1], last) if known else (values[-2], values[-1])
-            self._file(group, prefixes, values[0], values[1], hist, ratio)
+                change, before = (values[-1], last) if known else (values[-2], values[-1])
+                if starts is not None:  # per row of the weights: per tensor
+                    change = reduce_rows(starts, "sum", change)
+                    before = before if known else reduce_rows(starts, "sum", before)
+                ratio = (change, before)
+            self._file(members, prefixes, sums, squares, hist, ratio)
 
         return finish
+
+    def _row_starts(self, g: int, sections: int) -> np.ndarray:
+        """The first row of each tensor in `sections` sections of group g's rows, made once."""
+        key = (g, sections)
+        starts = self._starts.get(key)
+        if starts is None:
+            spans = self._groups[g].spans * sections
+            starts = self._starts[key] = np.cumsum([0, *spans[:-1]])
+        return starts
 
     def _block_finisher(self, prefixes: tuple[str, ...], update: bool) -> Callable:
         """Files the tiny block's segments as reduced on the host (`host_segments`) as

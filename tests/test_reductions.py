@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from runner.host_numbers import fold_last_bin
+from runner.host_numbers import fold_last_bin, reduce_rows
 from runner.reductions import (
     STACK_LIMIT,
     Workspace,
@@ -23,6 +23,7 @@ from runner.reductions import (
     row_squares,
     shape_groups,
     stacked,
+    tensor_means,
     unit_sums,
 )
 from runner.stats import StepStats
@@ -93,6 +94,63 @@ def test_the_synchronisation_free_path_counts_as_the_cpu_path_does():
             cpu = cpu_counts(rows, lows, highs, bins, torch.empty_like(rows), ws)
             device = device_counts(rows, lows, highs, bins, torch.empty_like(rows), ws)
             assert torch.equal(cpu, device), bins
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), "constant"])
+@pytest.mark.parametrize("n", [1024, 4096])
+def test_a_histogram_of_several_rows_counts_as_one_row_of_their_values(n, bad):
+    # A tensor cut into rows (runner/param_layout.py): its histogram, from the min to the
+    # max of all its rows, holds exactly what one row of its values would, on both paths;
+    # a NaN, an infinity or a constant in one of its rows acts on the whole of it.
+    g = torch.Generator().manual_seed(6)
+    spans = (1, 3, 2)
+    rows = torch.randn(6, n, generator=g) * torch.tensor([[1.0], [2.0], [0.1], [5.0], [1.0], [3.0]])
+    if bad == "constant":
+        rows[4:] = 0.5
+    elif bad is not None:
+        rows[2, 11] = bad
+    starts = np.cumsum([0, *spans[:-1]])
+    lows, highs, counts = row_histograms(rows, 16, Workspace(), spans)
+    assert counts.shape == (3, 17)
+    for j, (start, span) in enumerate(zip(starts, spans, strict=True)):
+        whole = rows[start : start + span].reshape(1, -1)
+        low, high, alone = row_histograms(whole, 16, Workspace())
+        assert counts[j].tolist() == alone[0].tolist(), j
+        np.testing.assert_array_equal(reduce_rows(starts, "min", lows.tolist())[j], low.numpy()[0])
+        np.testing.assert_array_equal(
+            reduce_rows(starts, "max", highs.tolist())[j], high.numpy()[0]
+        )
+    device = device_counts(rows, lows, highs, 16, torch.empty_like(rows), Workspace(), spans)
+    assert torch.equal(device, counts)
+    if bad is not None:
+        assert counts[1 if bad != "constant" else 2].tolist() == [rows[1:4].numel() if bad !=
+            "constant" else rows[4:].numel()] + [0] * 16  # fmt: skip
+
+
+def test_moments_of_tensors_cut_into_rows_add_up_to_the_whole_tensors():
+    # With `spans`, each row is centred on its tensor's mean: the rows' sums and squares
+    # add up to the tensor's own, as precise as one row of its values, a large mean
+    # included. (A GPU makes the means on the device, without a sync: alike.)
+    g = torch.Generator().manual_seed(7)
+    spans = (4, 1, 2)
+    rows = torch.randn(7, 4096, generator=g)
+    rows[:4] = rows[:4] * 1e-3 + 500.0
+    sums, squares = row_moments(rows, Workspace(), spans=spans)
+    on_host = tensor_means(sums, spans, 4096, Workspace(), on_host=True)
+    on_device = tensor_means(sums, spans, 4096, Workspace(), on_host=False)
+    assert on_host.shape == on_device.shape == (7, 1)
+    assert on_device[:, 0].tolist() == pytest.approx(on_host[:, 0].tolist(), rel=1e-7)
+    starts = np.cumsum([0, *spans[:-1]])
+    merged_sums, merged_squares = (reduce_rows(starts, "sum", sums.tolist()),
+                                   reduce_rows(starts, "sum", squares.tolist()))  # fmt: skip
+    for j, (start, span) in enumerate(zip(starts, spans, strict=True)):
+        values = rows[start : start + span].double().reshape(-1)
+        scale = values.abs().sum().item()  # float32 sums: rounding relative to this
+        assert merged_sums[j] == pytest.approx(values.sum().item(), abs=1e-7 * scale)
+        centred = (values - values.mean()).square().sum().item()
+        whole = row_moments(rows[start : start + span].reshape(1, -1), Workspace())[1].item()
+        assert abs(merged_squares[j] - centred) <= 2 * abs(whole - centred) + 1e-6 * centred
+    assert reduce_rows(starts, "sum", [1.0] * 7) == [4.0, 1.0, 2.0]
 
 
 @pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), "constant"])
