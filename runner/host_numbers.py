@@ -1,6 +1,6 @@
 """Numbers the host finishes from a step's device reductions: a tensor's sample std from
 its centred sum of squares, and its histogram (TensorBoard's record of it) from the bin
-counts and bounds that `runner.reductions.row_histograms` or `host_segments` measured.
+counts and bounds that `runner.binning.row_histograms` or `host_segments` measured.
 """
 
 from __future__ import annotations

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from runner.binning import row_histograms
 from runner.host_copy import Shipment
 from runner.host_numbers import Histogram, reduce_rows
 from runner.param_buffers import Rows, TinyBlock
 from runner.param_layout import RowGroup, plan_groups
 from runner.param_tags import ParamTags
-from runner.reductions import Workspace, row_histograms, row_moments, row_squares, stacked
+from runner.reductions import Workspace, row_moments, row_squares, stacked
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:

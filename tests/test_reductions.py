@@ -9,16 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from runner.binning import cpu_counts, device_counts, row_histograms
 from runner.host_numbers import fold_last_bin, reduce_rows
 from runner.reductions import (
     STACK_LIMIT,
     Workspace,
-    cpu_counts,
     dead_rectifier_units,
-    device_counts,
     host_dead_units,
     host_segments,
-    row_histograms,
     row_moments,
     row_squares,
     shape_groups,
