@@ -74,7 +74,9 @@ class _OutputStash:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
-        self._rows: dict[tuple[int, ...], list[torch.Tensor]] = {}  # views of the buffer rows
+        # The buffer rows, each viewed in the shape of the outputs it takes: a copy into one
+        # is one op (reshaping each output was a second).
+        self._rows: dict[tuple[int, ...], list[torch.Tensor]] = {}
         self._waiting: dict[tuple[int, ...], list[_Output]] = {}
 
     def add(self, output: torch.Tensor, entry: _Output) -> None:
@@ -88,8 +90,8 @@ class _OutputStash:
             if rows:
                 buffer[: len(rows)].copy_(self._buffers[shape][: len(rows)])
             self._buffers[shape] = buffer
-            self._rows[shape] = rows = list(buffer.unbind())
-        rows[len(waiting)].copy_(output.reshape(-1))
+            self._rows[shape] = rows = [row.view(shape) for row in buffer.unbind()]
+        rows[len(waiting)].copy_(output)
         waiting.append(entry)
 
     def take(self) -> list[tuple[torch.Tensor, list[_Output]]]:
