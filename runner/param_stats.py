@@ -26,7 +26,7 @@ from runner.host_numbers import Histogram, reduce_rows
 from runner.param_buffers import Rows, TinyBlock
 from runner.param_layout import RowGroup, plan_groups
 from runner.param_tags import ParamTags
-from runner.reductions import Workspace, row_moments, row_squares, stacked
+from runner.reductions import Workspace, row_moments, row_squares, span_layout, stacked
 
 
 def unique_parameters(model: nn.Module) -> list[tuple[nn.Parameter, list[str]]]:
@@ -67,7 +67,6 @@ class ParamStats:
         # of their moments): the next step's ||w_before||^2 when it follows that one.
         self._last_squares: list[float] | None = None
         self._block_before: torch.Tensor | None = None  # the tiny block's w_before
-        self._starts: dict[tuple[int, int], np.ndarray] = {}  # see _row_starts
         self._tag_writer = ParamTags([names for _, names in self.params], self._numels)
         self.reset()
 
@@ -225,43 +224,40 @@ class ParamStats:
         group = self._groups[g]
         members = list(group.members)
         last = [self._last_squares[i] for i in members] if update and known else None
-        merged = self._row_starts(g, len(prefixes)) if group.merged else None
-        starts = self._row_starts(g, 1) if group.merged else None
+        # Where a tensor spans several rows: the first row of each tensor, in all the rows
+        # and in the weights' section.
+        starts = weight_starts = None
+        if group.merged:
+            rows = sum(group.spans)
+            spans = group.spans * len(prefixes)
+            starts = span_layout(self._workspace, spans, rows * len(prefixes))[2]
+            weight_starts = span_layout(self._workspace, group.spans, rows)[2]
 
         def finish(values: list) -> None:
             sums, squares = values[0], values[1]
             hist = ratio = None
             if histograms:  # lows, highs (lists, per row), the counts (int64, per tensor)
                 lows, highs = values[2], values[3]
-                if merged is not None:
+                if starts is not None:
                     lows, highs = (
-                        reduce_rows(merged, "min", lows),
-                        reduce_rows(merged, "max", highs),
+                        reduce_rows(starts, "min", lows),
+                        reduce_rows(starts, "max", highs),
                     )
                 hist = (lows, highs, values[4].reshape(len(lows), width))
-            if merged is not None:  # (the rows' squares are about their tensor's mean)
+            if starts is not None:  # (the rows' squares are about their tensor's mean)
                 sums, squares = (
-                    reduce_rows(merged, "sum", sums),
-                    reduce_rows(merged, "sum", squares),
+                    reduce_rows(starts, "sum", sums),
+                    reduce_rows(starts, "sum", squares),
                 )
             if update:
                 change, before = (values[-1], last) if known else (values[-2], values[-1])
-                if starts is not None:  # per row of the weights: per tensor
-                    change = reduce_rows(starts, "sum", change)
-                    before = before if known else reduce_rows(starts, "sum", before)
+                if weight_starts is not None:  # per row of the weights: per tensor
+                    change = reduce_rows(weight_starts, "sum", change)
+                    before = before if known else reduce_rows(weight_starts, "sum", before)
                 ratio = (change, before)
             self._file(members, prefixes, sums, squares, hist, ratio)
 
         return finish
-
-    def _row_starts(self, g: int, sections: int) -> np.ndarray:
-        """The first row of each tensor in `sections` sections of group g's rows, made once."""
-        key = (g, sections)
-        starts = self._starts.get(key)
-        if starts is None:
-            spans = self._groups[g].spans * sections
-            starts = self._starts[key] = np.cumsum([0, *spans[:-1]])
-        return starts
 
     def _block_finisher(self, prefixes: tuple[str, ...], update: bool) -> Callable:
         """Files the tiny block's segments as reduced on the host (`host_segments`) as

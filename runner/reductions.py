@@ -64,7 +64,7 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
         self._views: dict[tuple, torch.Tensor] = {}  # made once: a view costs two ops
-        self._constants: dict[tuple, torch.Tensor] = {}  # tensors made once per shape
+        self._constants: dict[tuple, Any] = {}  # see `constant`
 
     def constant(self, key: tuple, make: Callable[[], Any]) -> Any:
         """The value of `make()` for `key`, made on first use (index tensors, offsets)."""
@@ -113,9 +113,9 @@ def span_indices(workspace: Workspace, spans: tuple[int, ...],
     caller puts a 0, which leaves a sum as it is); `sizes`: the spans as floats."""
 
     def make() -> tuple[torch.Tensor, ...]:
-        g, h = sum(spans), len(spans)
-        owners = np.repeat(np.arange(h), spans)
-        starts, width = np.cumsum([0, *spans[:-1]]), np.arange(max(spans))
+        g = sum(spans)
+        _, owners, starts = span_layout(workspace, spans, g)
+        width = np.arange(max(spans))
         inside = width[None, :] < np.array(spans)[:, None]
         repeats = starts[:, None] + np.where(inside, width[None, :], 0)
         pads = np.where(inside, repeats, g)
