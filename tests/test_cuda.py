@@ -17,9 +17,12 @@ from runner.train import prepare
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-BASE = ["device=cuda", "model=deep_relu", "model.depth=4", "model.width=512",
-        "data.in_features=64", "data.n_train=4096", "train.batch_size=256",
-        "train.val_every=0", "train.progress=off"]  # fmt: skip
+BASE = ["device=cuda", "model=deep_relu", "model.depth=4", "data.in_features=64",
+        "data.n_train=4096", "train.batch_size=256", "train.val_every=0",
+        "train.progress=off"]  # fmt: skip
+# 512 wide: each hidden weight group too big to pair; 256 wide: the four weights share one
+# group of rows (runner/param_layout.py), whose bounds and means are made on the device.
+WIDTHS = ["model.width=512", "model.width=256"]
 
 
 def _loop(tmp_path, overrides: list[str], sync_mode: str):
@@ -43,13 +46,59 @@ def _loop(tmp_path, overrides: list[str], sync_mode: str):
     return [w for w in caught if "synchroniz" in str(w.message)]
 
 
-def test_steps_that_do_not_log_never_sync(tmp_path):
-    _loop(tmp_path, ["train.steps=64", "log.every=0", "log.hist_every=0"], "error")
+@pytest.mark.parametrize("width", WIDTHS)
+def test_steps_that_do_not_log_never_sync(tmp_path, width):
+    _loop(tmp_path, [width, "train.steps=64", "log.every=0", "log.hist_every=0"], "error")
 
 
-def test_a_logging_step_syncs_once(tmp_path):
-    syncs = _loop(tmp_path, ["train.steps=40", "log.every=10", "log.hist_every=20"], "warn")
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_logging_step_syncs_once(tmp_path, width):
+    syncs = _loop(tmp_path, [width, "train.steps=40", "log.every=10", "log.hist_every=20"], "warn")
     assert len(syncs) == 4, [str(w.message) for w in syncs]
+
+
+def test_statistics_on_cuda_equal_the_cpus():
+    # The same step measured on the GPU (scatter_add_ counts, bounds and means made on the
+    # device) and on the CPU (bincount, bounds read on the host): histograms count for
+    # count, the rest within float32 rounding. 256 wide: the weights share rows.
+    from runner.stats import StepStats
+
+    def measure(device: str) -> tuple:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                  torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                                  torch.nn.Linear(256, 256), torch.nn.Linear(256, 1)).to(device)  # fmt: skip
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        stats = StepStats(net, hist_bins=64)
+        generator = torch.Generator().manual_seed(1)
+        records = []
+        for step in range(3):
+            x, y = (
+                torch.randn(128, 64, generator=generator),
+                torch.randn(128, 1, generator=generator),
+            )
+            stats.start(activations=True)
+            loss = torch.nn.functional.mse_loss(net(x.to(device)), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            stats.before_update(scalars=True, histograms=True, step=step)
+            optimizer.step()
+            records.append(stats.finish(scalars=True, histograms=True, extra={}, step=step))
+        return records, stats._params._groups
+
+    (gpu, groups), (cpu, _) = measure("cuda"), measure("cpu")
+    assert any(group.merged for group in groups)
+    for ours, theirs in zip(gpu, cpu, strict=True):
+        assert ours.scalars.keys() == theirs.scalars.keys()
+        for tag, value in theirs.scalars.items():
+            # Different kernels (cuBLAS, reduction orders): the networks themselves differ
+            # in the last bits, so compare loosely; the histograms' counts must agree
+            # wherever no value sits within rounding of an edge.
+            assert ours.scalars[tag] == pytest.approx(value, rel=1e-4, abs=1e-6), tag
+        for tag, h in theirs.histograms.items():
+            mine = ours.histograms[tag]
+            assert mine.num == h.num, tag
+            assert abs(mine.bucket_counts - h.bucket_counts).sum() <= 4, tag
 
 
 @pytest.mark.parametrize("extra", [["train.amp=bf16"], ["train.compile=true"],
@@ -68,3 +117,42 @@ def test_amp_and_compile_train_tied_models_with_logging(tmp_path, extra):
     assert setup.model[2] is setup.model[4]
     assert setup.forward(x, y, setup.loss_fn).item() < before
     assert all(p.dtype == torch.float32 and p.is_cuda for p in setup.model.parameters())
+
+
+def test_weights_cut_into_rows_on_cuda_measure_as_each_alone(monkeypatch):
+    # On the GPU a merged group's per-tensor bounds and means are made on the device
+    # (runner/binning.py, runner/reductions.py): the same numbers as the layout that reduces
+    # each shape on its own, on the same device.
+    import numpy as np
+
+    from runner import param_layout
+    from runner.stats import StepStats
+
+    def run(min_row: int) -> list:
+        monkeypatch.setattr(param_layout, "MIN_ROW", min_row)
+        torch.manual_seed(3)
+        net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                  torch.nn.Linear(128, 128), torch.nn.ReLU(),
+                                  torch.nn.Linear(128, 96), torch.nn.Linear(96, 1)).cuda()  # fmt: skip
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        stats = StepStats(net, hist_bins=16)
+        generator = torch.Generator().manual_seed(4)
+        records = []
+        for step in range(4):
+            x, y = torch.randn(32, 64, generator=generator), torch.randn(32, 1, generator=generator)
+            stats.start(activations=True)
+            torch.nn.functional.mse_loss(net(x.cuda()), y.cuda()).backward()
+            stats.before_update(scalars=True, histograms=True, step=step)
+            optimizer.step()
+            records.append(stats.finish(scalars=True, histograms=True, extra={}, step=step))
+            optimizer.zero_grad()
+        return records
+
+    cut, alone = run(4096), run(1 << 40)
+    for ours, theirs in zip(cut, alone, strict=True):
+        for tag, value in theirs.scalars.items():
+            assert ours.scalars[tag] == pytest.approx(value, rel=2e-6, abs=1e-9), tag
+        for tag, h in theirs.histograms.items():
+            mine = ours.histograms[tag]
+            assert (mine.min, mine.max, mine.num) == (h.min, h.max, h.num), tag
+            np.testing.assert_array_equal(mine.bucket_counts, h.bucket_counts)
