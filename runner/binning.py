@@ -1,7 +1,7 @@
 """Histograms of many tensors' values in a few device ops: each row of a matrix (or each
 run of rows: a tensor cut into rows, runner/param_layout.py) binned between its min and
 max, all rows counted at once. On the CPU the bounds are read on the host (a free sync
-there) and one `bincount` counts; on a GPU `scatter_add_` does, without a sync. The host
+there) and one `bincount` counts; on a GPU `torch.histc` does, without a sync. The host
 copy of a tiny tensor is binned by the same rule in `reductions.host_segments`.
 """
 
@@ -36,7 +36,8 @@ def row_histograms(
 
     On the CPU the bounds are read on the host (a free sync there) and the rows' bin
     indices (offset per histogram) are counted by one `bincount`: 5x faster than
-    `torch.histc`. On a GPU nothing syncs: `scatter_add_` counts them instead."""
+    `torch.histc`. On a GPU nothing syncs: `torch.histc` counts them instead, per histogram
+    (`device_counts`)."""
     g = rows.shape[0]
     lows, highs = (rows.aminmax() if g == 1 else (rows.amin(1), rows.amax(1)))  # fmt: skip
     if g == 1:
@@ -48,30 +49,59 @@ def row_histograms(
     return lows, highs, count(rows, lows, highs, bins, scaled, workspace, spans)
 
 
+# torch.histc counts in its input's dtype: float32 holds every count up to 2^24 exactly, so
+# `device_counts` counts at most this many values a call.
+HISTC_PIECE = 1 << 24
+# On a GPU a histogram's values are counted in this many lanes (value k in lane k mod
+# DEVICE_LANES, each lane its own bins), then added up: with one set of 65 counters, the
+# threads of a block queued on the same few atomics (histc of 16 M values: 215 us on an
+# H100, 10x its memory traffic).
+DEVICE_LANES = 32
+
+
 def device_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, bins: int,
                   scaled: torch.Tensor, workspace: Workspace,
                   spans: tuple[int, ...] | None = None) -> torch.Tensor:  # fmt: skip
-    """`row_histograms`' counts without a host sync (for a GPU): all rows' bin indices,
-    offset per histogram, counted by one `scatter_add_` (bincount would size its output
-    from the data, a sync). `lows`, `highs`: per row."""
-    g, h = rows.shape[0], len(spans) if spans is not None else rows.shape[0]
+    """`row_histograms`' counts without a host sync (for a GPU): each histogram's bin
+    indices, truncated in float32, counted by `torch.histc` over [0, bins + 1) (an integer
+    k falls in bin k exactly; in DEVICE_LANES lanes where the rows' length allows), at most
+    HISTC_PIECE values a call. bincount would size its
+    output from the data (a sync); one `scatter_add_` of every value into its histogram's
+    counters serialised on their atomics: every statistic every step of an 8 x 4096 MLP
+    ran at 0.13 of the plain loop on an H100. `lows`, `highs`: per row."""
+    g = rows.shape[0]
     if spans is not None:  # each row binned between its histogram's bounds
         owners, repeats = span_indices(workspace, spans, rows.device)[:2]
         lows, highs = lows[repeats].amin(1)[owners], highs[repeats].amax(1)[owners]  # NaN stays
-        starts = owners * (bins + 1)
-    else:
-        starts = torch.arange(0, g * (bins + 1), bins + 1, device=rows.device)
     span = highs - lows
     # bins / span correctly rounded (Python's `bins / span` is reciprocal(span) * bins); a
     # constant row gets scale 0: everything to bin 0.
     scale = torch.where(span > 0, torch.full_like(span, bins).div_(span), 0.0)
-    torch.sub(rows, lows.unsqueeze(1), out=scaled).mul_(scale.unsqueeze(1))
-    index = workspace.take("index64", rows.shape, torch.int64, rows.device)
-    index.copy_(scaled.nan_to_num_(0.0, 0.0, 0.0).clamp_(0, bins))
-    index.add_(starts.unsqueeze(1))
-    counts = torch.zeros(h * (bins + 1), dtype=torch.int64, device=rows.device)
-    ones = torch.ones((), dtype=torch.int64, device=rows.device).expand(index.numel())
-    return counts.scatter_add_(0, index.reshape(-1), ones).reshape(h, bins + 1)
+    # x >= min, so the scaled values are >= 0, and <= bins but for rounding (bin `bins`
+    # then); NaN where the value or the histogram's bounds are not finite (its scale is 0).
+    torch.sub(rows, lows.unsqueeze(1), out=scaled).mul_(scale.unsqueeze(1)).trunc_()
+    n, width = rows.shape[1], bins + 1
+    lanes = DEVICE_LANES if n % DEVICE_LANES == 0 else 1
+    if lanes > 1:  # bin k of lane l: k + l * width, an integer (exact in float32)
+        chunk = math.gcd(n, 1024)  # offsets for this many columns, broadcast over the rest
+        offsets = workspace.constant(("histc lanes", chunk, width, rows.device), lambda: (
+            torch.arange(chunk, device=rows.device) % lanes * width).float())  # fmt: skip
+        scaled.view(g, n // chunk, chunk).add_(offsets)
+    _, _, starts = span_layout(workspace, spans, g)
+    bounds = [*starts.tolist(), g]
+    counts = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        values = scaled[start:end].view(-1)
+        total = None
+        for at in range(0, values.numel(), HISTC_PIECE):
+            piece = torch.histc(values[at : at + HISTC_PIECE], width * lanes, 0, width * lanes)
+            piece = piece.view(lanes, width).sum(0).long()
+            total = piece if total is None else total.add_(piece)
+        # histc leaves NaN out: those values belong to the first bin, as on the CPU (a
+        # NaN and an infinity pass there, instead of two passes over all values here).
+        total[0].add_(values.numel() - total.sum())
+        counts.append(total)
+    return torch.stack(counts)
 
 
 def lane_offsets(workspace: Workspace, owners: tuple[int, ...], chunk: int, width: int,
