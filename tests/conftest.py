@@ -88,3 +88,56 @@ class WithEmptyWeight(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x) + (x[:, :0] @ self.empty.T)  # empty @ empty: zeros, in the graph
+
+
+def cut_and_alone(monkeypatch, device: str) -> tuple[list, list, list]:
+    """Four logging steps and a gap of a model whose three weights share a divisor of 4096
+    values (runner/param_layout.py), measured on `device` twice: with its weights cut into
+    rows of one group, and with each shape reduced on its own. Returns (the records cut,
+    the records alone, the row groups cut)."""
+    from runner import param_layout
+    from runner.stats import StepStats
+
+    def run(min_row: int) -> tuple[list, list]:
+        monkeypatch.setattr(param_layout, "MIN_ROW", min_row)
+        torch.manual_seed(3)
+        net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                  torch.nn.Linear(128, 128), torch.nn.ReLU(),
+                                  torch.nn.Linear(128, 96), torch.nn.Linear(96, 1)).to(device)  # fmt: skip
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        stats = StepStats(net, hist_bins=16)
+        generator = torch.Generator().manual_seed(4)
+        records = []
+        for step in range(5):
+            x, y = torch.randn(32, 64, generator=generator), torch.randn(32, 1, generator=generator)
+            stats.start(activations=True)
+            torch.nn.functional.mse_loss(net(x.to(device)), y.to(device)).backward()
+            if step == 2:  # not a logging step
+                optimizer.step()
+                optimizer.zero_grad()
+                continue
+            stats.before_update(scalars=True, histograms=True, step=step)
+            optimizer.step()
+            records.append(stats.finish(scalars=True, histograms=True, extra={}, step=step))
+            optimizer.zero_grad()
+        return records, stats._params._groups
+
+    (cut, groups), (alone, _) = run(4096), run(1 << 40)
+    return cut, alone, groups
+
+
+def assert_same_numbers(ours: list, theirs: list) -> None:
+    """Two runs' records hold the same tags and numbers: histograms count for count, the
+    rest within float32 rounding."""
+    import numpy as np
+
+    for mine, other in zip(ours, theirs, strict=True):
+        assert mine.scalars.keys() == other.scalars.keys()
+        for tag, value in other.scalars.items():
+            assert mine.scalars[tag] == pytest.approx(value, rel=2e-6, abs=1e-9), tag
+        assert mine.histograms.keys() == other.histograms.keys()
+        for tag, h in other.histograms.items():
+            m = mine.histograms[tag]
+            assert (m.min, m.max, m.num) == (h.min, h.max, h.num), tag
+            np.testing.assert_array_equal(m.bucket_counts, h.bucket_counts)
+            assert m.sum_squares == pytest.approx(h.sum_squares, rel=1e-6), tag

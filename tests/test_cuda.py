@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import assert_same_numbers, cut_and_alone
 
 import runner
 from runner.tensorboard import RunWriter
@@ -123,36 +124,6 @@ def test_weights_cut_into_rows_on_cuda_measure_as_each_alone(monkeypatch):
     # On the GPU a merged group's per-tensor bounds and means are made on the device
     # (runner/binning.py, runner/reductions.py): the same numbers as the layout that reduces
     # each shape on its own, on the same device.
-    import numpy as np
-
-    from runner import param_layout
-    from runner.stats import StepStats
-
-    def run(min_row: int) -> list:
-        monkeypatch.setattr(param_layout, "MIN_ROW", min_row)
-        torch.manual_seed(3)
-        net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                                  torch.nn.Linear(128, 128), torch.nn.ReLU(),
-                                  torch.nn.Linear(128, 96), torch.nn.Linear(96, 1)).cuda()  # fmt: skip
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-        stats = StepStats(net, hist_bins=16)
-        generator = torch.Generator().manual_seed(4)
-        records = []
-        for step in range(4):
-            x, y = torch.randn(32, 64, generator=generator), torch.randn(32, 1, generator=generator)
-            stats.start(activations=True)
-            torch.nn.functional.mse_loss(net(x.cuda()), y.cuda()).backward()
-            stats.before_update(scalars=True, histograms=True, step=step)
-            optimizer.step()
-            records.append(stats.finish(scalars=True, histograms=True, extra={}, step=step))
-            optimizer.zero_grad()
-        return records
-
-    cut, alone = run(4096), run(1 << 40)
-    for ours, theirs in zip(cut, alone, strict=True):
-        for tag, value in theirs.scalars.items():
-            assert ours.scalars[tag] == pytest.approx(value, rel=2e-6, abs=1e-9), tag
-        for tag, h in theirs.histograms.items():
-            mine = ours.histograms[tag]
-            assert (mine.min, mine.max, mine.num) == (h.min, h.max, h.num), tag
-            np.testing.assert_array_equal(mine.bucket_counts, h.bucket_counts)
+    cut, alone, groups = cut_and_alone(monkeypatch, "cuda")
+    assert [(g.row, g.spans) for g in groups] == [(4096, (2, 4, 3))]
+    assert_same_numbers(cut, alone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_same_numbers, cut_and_alone
 
 import runner
 from runner.reductions import STACK_LIMIT, TINY_LIMIT
@@ -300,45 +301,7 @@ def test_update_ratio_of_a_big_tensor_is_float32_exact():
 def test_small_weights_of_several_shapes_cut_into_rows_measure_as_each_alone(monkeypatch):
     # Their sizes share a divisor of 4096 values (runner/param_layout.py): one group of
     # rows, each weight 2 to 4 of them. Over consecutive logging steps and a gap, each
-    # weight's numbers equal those of the layout that reduces each shape on its own:
-    # histograms count for count, the rest within float32 rounding.
-    import numpy as np
-
-    from runner import param_layout
-
-    def run(min_row: int) -> list:
-        monkeypatch.setattr(param_layout, "MIN_ROW", min_row)
-        torch.manual_seed(3)
-        net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                                  torch.nn.Linear(128, 128), torch.nn.ReLU(),
-                                  torch.nn.Linear(128, 96), torch.nn.Linear(96, 1))  # fmt: skip
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-        stats = StepStats(net, hist_bins=16)
-        records = []
-        for step in range(5):
-            stats.start(activations=True)
-            torch.nn.functional.mse_loss(net(torch.randn(32, 64)), torch.randn(32, 1)).backward()
-            if step == 2:  # not a logging step
-                optimizer.step()
-                optimizer.zero_grad()
-                continue
-            stats.before_update(scalars=True, histograms=True, step=step)
-            optimizer.step()
-            records.append(stats.finish(scalars=True, histograms=True, extra={}, step=step))
-            optimizer.zero_grad()
-        return records, stats._params._groups
-
-    cut, groups = run(4096)
+    # weight's numbers equal those of the layout that reduces each shape on its own.
+    cut, alone, groups = cut_and_alone(monkeypatch, "cpu")
     assert [(g.row, g.spans) for g in groups] == [(4096, (2, 4, 3))]
-    alone, groups = run(1 << 40)
-    assert [g.spans for g in groups] == [(1,), (1,), (1,)]
-    for ours, theirs in zip(cut, alone, strict=True):
-        assert ours.scalars.keys() == theirs.scalars.keys()
-        for tag, value in theirs.scalars.items():
-            assert ours.scalars[tag] == pytest.approx(value, rel=2e-6, abs=1e-9), tag
-        assert ours.histograms.keys() == theirs.histograms.keys()
-        for tag, h in theirs.histograms.items():
-            mine = ours.histograms[tag]
-            assert (mine.min, mine.max, mine.num) == (h.min, h.max, h.num), tag
-            np.testing.assert_array_equal(mine.bucket_counts, h.bucket_counts)
-            assert mine.sum_squares == pytest.approx(h.sum_squares, rel=1e-6), tag
+    assert_same_numbers(cut, alone)
