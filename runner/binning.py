@@ -65,10 +65,10 @@ def device_counts(rows: torch.Tensor, lows: torch.Tensor, highs: torch.Tensor, b
     """`row_histograms`' counts without a host sync (for a GPU): each histogram's bin
     indices, truncated in float32, counted by `torch.histc` over [0, bins + 1) (an integer
     k falls in bin k exactly; in DEVICE_LANES lanes where the rows' length allows), at most
-    HISTC_PIECE values a call. bincount would size its
-    output from the data (a sync); one `scatter_add_` of every value into its histogram's
-    counters serialised on their atomics: every statistic every step of an 8 x 4096 MLP
-    ran at 0.13 of the plain loop on an H100. `lows`, `highs`: per row."""
+    HISTC_PIECE values a call. bincount would size its output from the data (a sync); one
+    `scatter_add_` of every value into its histogram's counters serialised on their
+    atomics: every statistic every step of an 8 x 4096 MLP ran at 0.13 of the plain loop
+    on an H100. `lows`, `highs`: per row."""
     g = rows.shape[0]
     if spans is not None:  # each row binned between its histogram's bounds
         owners, repeats = span_indices(workspace, spans, rows.device)[:2]
