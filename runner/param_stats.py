@@ -213,13 +213,14 @@ class ParamStats:
             pieces.append(row_squares(weights, workspace, minus=before))
             if not known:
                 pieces.append(row_squares(before, workspace))
-        return Shipment(pieces, self._finisher(g, prefixes, update, known))
+        return Shipment(pieces, self._finisher(g, prefixes, spans, update, known))
 
-    def _finisher(self, g: int, prefixes: tuple[str, ...], update: bool,
-                  known: bool) -> Callable:  # fmt: skip
+    def _finisher(self, g: int, prefixes: tuple[str, ...], spans: tuple[int, ...] | None,
+                  update: bool, known: bool) -> Callable:  # fmt: skip
         """Files the host values of `_reduce`'s pieces under each tensor of the group, a
-        tensor's rows' numbers merged (`reduce_rows`) where it spans several;
-        `known`: ||w_before||^2 is the last step's ||w||^2 (`_last_squares`), not a piece."""
+        tensor's rows' numbers merged (`reduce_rows`) where it spans several (`spans`: the
+        rows of each tensor in `rows`, None when one each); `known`: ||w_before||^2 is the
+        last step's ||w||^2 (`_last_squares`), not a piece."""
         histograms, width = self._histograms, self.hist_bins + 1
         group = self._groups[g]
         members = list(group.members)
@@ -227,11 +228,9 @@ class ParamStats:
         # Where a tensor spans several rows: the first row of each tensor, in all the rows
         # and in the weights' section.
         starts = weight_starts = None
-        if group.merged:
-            rows = sum(group.spans)
-            spans = group.spans * len(prefixes)
-            starts = span_layout(self._workspace, spans, rows * len(prefixes))[2]
-            weight_starts = span_layout(self._workspace, group.spans, rows)[2]
+        if spans is not None:
+            starts = span_layout(self._workspace, spans, sum(spans))[2]
+            weight_starts = span_layout(self._workspace, group.spans, sum(group.spans))[2]
 
         def finish(values: list) -> None:
             sums, squares = values[0], values[1]
