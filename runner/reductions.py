@@ -155,14 +155,18 @@ def stacked(tensors: Sequence[torch.Tensor], workspace: Workspace | None = None)
 
 def row_moments(
     rows: torch.Tensor, workspace: Workspace, sums: torch.Tensor | None = None,
-    spans: tuple[int, ...] | None = None,
+    spans: tuple[int, ...] | None = None, overwrite: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per row of the (g, n) float matrix: (sum, sum of squares about the mean), the mean
     the row's own, or with `spans` its tensor's (`spans[j]` consecutive rows are tensor j,
     `tensor_means`): then a tensor's rows' numbers add up to its own. `sums`: the rows'
-    sums where the caller has them (from `unit_sums`)."""
+    sums where the caller has them (from `unit_sums`). `overwrite`: `rows` is a buffer of
+    the caller's that it no longer needs, and the centred squares are written over it (the
+    same bits): where they went to the workspace, that write into memory gone cold since
+    the last logging step cost about 0.2 ms a step for a 4 x 256 MLP's layer outputs."""
     sums = rows.sum(1) if sums is None else sums
-    centred = workspace.take("scratch", rows.shape, torch.float32, rows.device)
+    centred = rows if overwrite else workspace.take("scratch", rows.shape, torch.float32,
+                                                    rows.device)  # fmt: skip
     if spans is not None and len(spans) < rows.shape[0]:
         means = tensor_means(sums, spans, rows.shape[1], workspace)
     else:  # s / n, not s * (1 / n): a row of ones (a fresh BatchNorm weight) has a std of 0.

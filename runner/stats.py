@@ -176,9 +176,12 @@ class StepStats:
         else:  # reduced now: big enough to keep its ops busy, too big to copy
             self._ship_outputs(stacked([out], self._workspace), [entry])
 
-    def _ship_outputs(self, rows: torch.Tensor, entries: list[_Output]) -> None:
+    def _ship_outputs(
+        self, rows: torch.Tensor, entries: list[_Output], stash: bool = False
+    ) -> None:
         """Mean, std and dead units of layer outputs of one shape, the rows of `rows` (at most
-        TINY_LIMIT values: copied whole and reduced on the host)."""
+        TINY_LIMIT values: copied whole and reduced on the host). `stash`: `rows` are the
+        stash's copies, free to overwrite once reduced (not an output itself)."""
         rectifiers, n, batch = any(e.rectifier for e in entries), rows.shape[1], entries[0].batch
         if rows.numel() <= TINY_LIMIT:
 
@@ -195,10 +198,10 @@ class StepStats:
         if rectifiers:  # the units' sums give the rows' sums and the dead units
             per_unit = unit_sums(rows, batch)
             picked, counted = _rectifier_rows(per_unit, [e.rectifier for e in entries])
-            pieces = [*row_moments(rows, self._workspace, per_unit.sum(1)),
+            pieces = [*row_moments(rows, self._workspace, per_unit.sum(1), overwrite=stash),
                       dead_rectifier_units(picked)]  # fmt: skip
         else:
-            pieces = [*row_moments(rows, self._workspace)]
+            pieces = [*row_moments(rows, self._workspace, overwrite=stash)]
 
         def finish(values: list[list[float]]) -> None:
             dead = [0.0] * len(entries)
@@ -220,7 +223,7 @@ class StepStats:
 
     def _reduce_stash(self) -> None:
         for rows, entries in self._stash.take():
-            self._ship_outputs(rows, entries)
+            self._ship_outputs(rows, entries, stash=True)
 
     def before_update(self, scalars: bool, histograms: bool, step: int | None = None) -> None:
         """After backward: the layer outputs' and the gradients' statistics (big groups

@@ -179,6 +179,29 @@ def test_dead_units_of_outputs_reduced_on_the_device_are_each_rectifiers_own(kin
     assert s["dead_relu/1"] >= 30 / 200
 
 
+@pytest.mark.parametrize("batch", [64, 5300])  # copied into the stash; >= STACK_LIMIT: as is
+def test_measuring_layer_outputs_leaves_them_as_the_model_made_them(batch):
+    # The stash's copies are overwritten by their centred squares once reduced; an output
+    # of STACK_LIMIT values or more is reduced where it is, and must stay as it was.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(200, 200), torch.nn.ReLU(), torch.nn.Linear(200, 200))
+    outputs = []  # the outputs themselves, as the next layers and backward see them
+    handles = [m.register_forward_hook(lambda m, a, o: outputs.append(o)) for m in net]
+    stats = StepStats(net, hist_bins=8)
+    stats.start(activations=True)
+    net(torch.randn(batch, 200)).square().mean().backward()
+    for handle in handles:
+        handle.remove()
+    assert (outputs[0].numel() >= STACK_LIMIT) == (batch == 5300)
+    copies = [o.detach().clone() for o in outputs]
+    stats.before_update(scalars=True, histograms=False)
+    s = stats.finish(scalars=True, histograms=False, extra={}).scalars
+    for i, (output, copy) in enumerate(zip(outputs, copies, strict=True)):
+        assert torch.equal(output, copy)
+        assert s[f"activations_mean/{i}"] == pytest.approx(copy.double().mean().item(), abs=1e-7)
+        assert s[f"activations_std/{i}"] == pytest.approx(copy.double().std().item(), rel=1e-6)
+
+
 def test_bfloat16_parameters_are_measured_in_float32_copies():
     # Gradients and weights are copied into float32 buffers, converting as they go: a big
     # group row by row, a tiny one (the biases) at once.
