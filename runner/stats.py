@@ -95,7 +95,9 @@ class _OutputStash:
         waiting.append(entry)
 
     def take(self) -> list[tuple[torch.Tensor, list[_Output]]]:
-        """Each shape's filled rows (a (k, numel) float32 view) and what they hold; empties."""
+        """Each shape's filled rows (a (k, numel) float32 view) and what they hold; empties.
+        The rows are the caller's until the next `add`: `_ship_outputs` writes the centred
+        squares over them."""
         taken = [(self._buffers[shape][: len(entries)], entries)
                  for shape, entries in self._waiting.items() if entries]  # fmt: skip
         self._waiting = {}
